@@ -1,0 +1,238 @@
+"""The canonical event table: schema, column names and the validator.
+
+Every source adapter produces a frame with these columns; :func:`validate` splits it into rows that
+honour the contract (cast to :data:`EVENT_SCHEMA`) and quarantined rows with a ``reason`` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+
+
+class Col:
+    """Column names of the event table, defined once."""
+
+    USER = "user_id"
+    ITEM = "item_id"
+    EVENT = "event"
+    TS = "ts"
+    SESSION = "session_id"
+    POSITION = "position"
+    PROPENSITY = "propensity"
+
+
+COLUMNS = [Col.USER, Col.ITEM, Col.EVENT, Col.TS, Col.SESSION, Col.POSITION, Col.PROPENSITY]
+IMPRESSION = "impression"
+
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field(Col.USER, pa.string(), nullable=False),
+        pa.field(Col.ITEM, pa.string(), nullable=False),
+        pa.field(Col.EVENT, pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        pa.field(Col.TS, pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field(Col.SESSION, pa.string(), nullable=True),
+        pa.field(Col.POSITION, pa.int32(), nullable=True),
+        pa.field(Col.PROPENSITY, pa.float64(), nullable=True),
+    ]
+)
+
+POLARS_SCHEMA: dict[str, pl.DataType] = {
+    Col.USER: pl.String(),
+    Col.ITEM: pl.String(),
+    Col.EVENT: pl.Categorical(),
+    Col.TS: pl.Datetime("us", "UTC"),
+    Col.SESSION: pl.String(),
+    Col.POSITION: pl.Int32(),
+    Col.PROPENSITY: pl.Float64(),
+}
+
+# Reasons a row is quarantined, in the order they are checked: a row gets the first that applies.
+REASONS = (
+    "null_user_id",
+    "null_item_id",
+    "unknown_event",
+    "bad_timestamp",
+    "propensity_out_of_range",
+    "bad_position",
+    "duplicate",
+)
+
+# Plausible event times: anything outside is a unit or parsing error upstream.
+MIN_TS = datetime(1990, 1, 1, tzinfo=UTC)
+MAX_TS = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class ContractError(ValueError):
+    """The input breaks the data contract badly enough that the stage must stop."""
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """The configured event vocabulary: impressions, ordered feedback levels, reactions."""
+
+    levels: tuple[str, ...] = ("click", "cart", "purchase")
+    reactions: tuple[str, ...] = ("love",)
+
+    def __post_init__(self) -> None:
+        names = [IMPRESSION, *self.levels, *self.reactions]
+        if not self.levels:
+            raise ValueError("at least one feedback level is required")
+        if len(set(names)) != len(names):
+            raise ValueError(f"event names must be distinct, got {names}")
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (IMPRESSION, *self.levels, *self.reactions)
+
+
+@dataclass
+class ValidationReport:
+    """Counts of a validation pass: rows in, rows kept, quarantined rows per reason."""
+
+    n_rows: int
+    n_valid: int
+    bad_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_bad(self) -> int:
+        return self.n_rows - self.n_valid
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.n_bad / self.n_rows if self.n_rows else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "n_rows": self.n_rows,
+            "n_valid": self.n_valid,
+            "n_quarantined": self.n_bad,
+            "bad_fraction": round(self.bad_fraction, 6),
+            "quarantined_by_reason": dict(self.bad_by_reason),
+        }
+
+
+def _parse_ts(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Parse any accepted time representation into µs UTC; unparseable values become null."""
+    if isinstance(dtype, pl.Datetime):
+        parsed = raw.dt.cast_time_unit("us")
+        return parsed.dt.replace_time_zone("UTC") if dtype.time_zone is None else parsed.dt.convert_time_zone("UTC")
+    if dtype.is_numeric():  # seconds since the epoch
+        return (raw.cast(pl.Float64) * 1_000_000).cast(pl.Int64, strict=False).cast(pl.Datetime("us", "UTC"))
+    return raw.cast(pl.String).str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+
+
+def validate(frame: pl.DataFrame, names: EventNames) -> tuple[pl.DataFrame, pl.DataFrame, ValidationReport]:
+    """Split ``frame`` into contract rows and quarantined rows.
+
+    ``frame`` must have the contract's columns (``session_id``, ``position`` and ``propensity`` may
+    be missing; they are then null). ``ts`` may be a datetime, seconds since the epoch, or an ISO
+    string. Returns ``(valid, quarantine, report)``: ``valid`` follows :data:`POLARS_SCHEMA`;
+    ``quarantine`` holds the offending rows as strings plus a ``reason`` column.
+    """
+    missing = [c for c in (Col.USER, Col.ITEM, Col.EVENT, Col.TS) if c not in frame.columns]
+    if missing:
+        raise ContractError(f"event log lacks required column(s) {missing}; has {frame.columns}")
+    for col, dtype in ((Col.SESSION, pl.String), (Col.POSITION, pl.Int32), (Col.PROPENSITY, pl.Float64)):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype).alias(col))
+    frame = frame.select(COLUMNS)
+
+    user = pl.col(Col.USER).cast(pl.String).str.strip_chars()
+    item = pl.col(Col.ITEM).cast(pl.String).str.strip_chars()
+    ts = _parse_ts(pl.col(Col.TS), frame.schema[Col.TS])
+    prop = pl.col(Col.PROPENSITY).cast(pl.Float64, strict=False)
+    pos = pl.col(Col.POSITION).cast(pl.Int64, strict=False)
+    typed = frame.with_columns(
+        user.alias("_user"),
+        item.alias("_item"),
+        pl.col(Col.EVENT).cast(pl.String).alias("_event"),
+        ts.alias("_ts"),
+        prop.alias("_prop"),
+        pos.alias("_pos"),
+        pl.col(Col.SESSION).cast(pl.String).alias("_session"),
+    )
+    key = ["_user", "_item", "_event", "_ts", "_session", "_pos"]
+    reason = (
+        pl.when(pl.col("_user").is_null() | (pl.col("_user") == ""))
+        .then(pl.lit("null_user_id"))
+        .when(pl.col("_item").is_null() | (pl.col("_item") == ""))
+        .then(pl.lit("null_item_id"))
+        .when(pl.col("_event").is_null() | ~pl.col("_event").is_in(list(names.all)))
+        .then(pl.lit("unknown_event"))
+        .when(
+            pl.col("_ts").is_null()
+            | (pl.col("_ts") < pl.lit(MIN_TS))
+            | (pl.col("_ts") >= pl.lit(MAX_TS))
+        )
+        .then(pl.lit("bad_timestamp"))
+        .when(
+            pl.col(Col.PROPENSITY).is_not_null()
+            & (pl.col("_prop").is_null() | pl.col("_prop").is_nan() | (pl.col("_prop") <= 0) | (pl.col("_prop") > 1))
+        )
+        .then(pl.lit("propensity_out_of_range"))
+        .when(pl.col(Col.POSITION).is_not_null() & (pl.col("_pos").is_null() | (pl.col("_pos") < 0)))
+        .then(pl.lit("bad_position"))
+        .when(pl.struct(key).is_first_distinct().not_())
+        .then(pl.lit("duplicate"))
+        .otherwise(pl.lit(None, pl.String))
+        .alias("reason")
+    )
+    typed = typed.with_columns(reason)
+
+    valid = typed.filter(pl.col("reason").is_null()).select(
+        pl.col("_user").alias(Col.USER),
+        pl.col("_item").alias(Col.ITEM),
+        pl.col("_event").cast(pl.Categorical).alias(Col.EVENT),
+        pl.col("_ts").alias(Col.TS),
+        pl.col("_session").alias(Col.SESSION),
+        pl.col("_pos").cast(pl.Int32).alias(Col.POSITION),
+        pl.col("_prop").alias(Col.PROPENSITY),
+    )
+    quarantine = typed.filter(pl.col("reason").is_not_null()).select(
+        *[pl.col(c).cast(pl.String) for c in COLUMNS], "reason"
+    )
+    counts = quarantine.group_by("reason").len().sort("reason")
+    report = ValidationReport(
+        n_rows=frame.height,
+        n_valid=valid.height,
+        bad_by_reason=dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True)),
+    )
+    return valid, quarantine, report
+
+
+def check_bad_fraction(report: ValidationReport, max_bad_fraction: float, quarantine_path: str) -> None:
+    """Raise :class:`ContractError` naming the main problem when too many rows were quarantined."""
+    if report.n_rows == 0:
+        raise ContractError("the event log is empty: no rows to ingest")
+    if report.bad_fraction <= max_bad_fraction:
+        return
+    worst = sorted(report.bad_by_reason.items(), key=lambda kv: -kv[1])
+    detail = ", ".join(f"{r} ({n})" for r, n in worst)
+    raise ContractError(
+        f"{report.bad_fraction:.2%} of rows ({report.n_bad} of {report.n_rows}) break the data "
+        f"contract, above max_bad_fraction={max_bad_fraction}; reasons: {detail}. "
+        f"The rows are in {quarantine_path}."
+    )
+
+
+def empty_events() -> pl.DataFrame:
+    """An empty frame in the contract's schema."""
+    return pl.DataFrame(schema=POLARS_SCHEMA)
+
+
+def to_arrow(valid: pl.DataFrame) -> pa.Table:
+    """A validated frame as an Arrow table in exactly :data:`EVENT_SCHEMA` (for Parquet)."""
+    table = valid.select(COLUMNS).to_arrow()
+    columns = []
+    for f in EVENT_SCHEMA:
+        col = table.column(f.name)
+        if pa.types.is_dictionary(f.type):
+            col = col.cast(pa.string()).dictionary_encode().cast(f.type)
+        else:
+            col = col.cast(f.type)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)

@@ -1,0 +1,46 @@
+"""Temporal train / valid / test split of impression units."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.contract import Col
+
+SPLITS = ("train", "valid", "test")
+
+
+class SplitConfig(BaseModel):
+    """Fractions of the time-ordered units that go to validation and test (the rest trains)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leave_some_training(self) -> SplitConfig:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid_fraction + test_fraction must leave some data for training")
+        return self
+
+
+def time_cuts(ts: pl.Series, cfg: SplitConfig) -> tuple[datetime, datetime]:
+    """Cut times (t_valid, t_test): train is ts < t_valid, valid ts < t_test, test the rest."""
+    t_valid = ts.quantile(1 - cfg.valid_fraction - cfg.test_fraction, interpolation="lower")
+    t_test = ts.quantile(1 - cfg.test_fraction, interpolation="lower")
+    return t_valid, t_test
+
+
+def assign_split(units: pl.LazyFrame, cuts: tuple[datetime, datetime]) -> pl.LazyFrame:
+    t_valid, t_test = cuts
+    return units.with_columns(
+        pl.when(pl.col(Col.TS) < t_valid)
+        .then(pl.lit("train"))
+        .when(pl.col(Col.TS) < t_test)
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+        .alias("split")
+    )

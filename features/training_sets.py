@@ -1,0 +1,102 @@
+"""From the validated event table to the Parquet training sets of every model family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contract import Col, EventNames
+from features.levels import base_rates, impression_units, reaction_column
+from features.propensity import PropensityConfig, estimate_item_propensity
+from features.split import SPLITS, SplitConfig, assign_split, time_cuts
+
+ROW_COLUMNS = ["user_idx", "item_idx", "level", "ts", "position", "propensity_logged", "propensity"]
+
+
+class FeaturesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    propensity: PropensityConfig = Field(default_factory=PropensityConfig)
+
+
+@dataclass
+class TrainingSets:
+    """Id vocabularies, one frame of impression rows per split, and summary facts."""
+
+    users: pl.DataFrame  # user_id, user_idx
+    items: pl.DataFrame  # item_id, item_idx, n_train_positives, n_train_impressions, propensity
+    splits: dict[str, pl.DataFrame]
+    meta: dict = field(default_factory=dict)
+
+
+def _vocabulary(units: pl.DataFrame, column: str, index: str) -> pl.DataFrame:
+    return units.select(pl.col(column).unique().sort()).with_row_index(index).select(
+        column, pl.col(index).cast(pl.Int32)
+    )
+
+
+def build_training_sets(events: pl.LazyFrame, names: EventNames, cfg: FeaturesConfig) -> TrainingSets:
+    """Vocabularies, ordinal levels, temporal split and propensities from a contract event table.
+
+    Vocabularies cover every id in the log (the full item index), so evaluation ranks the whole
+    catalogue; propensities come from the log where it carries them, otherwise from item
+    popularity among training positives.
+    """
+    units = impression_units(events, names).collect(engine="streaming")
+    if units.height == 0:
+        raise ValueError("the event table holds no impressions or feedback to learn from")
+    users = _vocabulary(units, Col.USER, "user_idx")
+    items = _vocabulary(units, Col.ITEM, "item_idx")
+    cuts = time_cuts(units[Col.TS], cfg.split)
+    reactions = [reaction_column(r) for r in names.reactions]
+    rows = (
+        assign_split(units.lazy(), cuts)
+        .join(users.lazy(), on=Col.USER)
+        .join(items.lazy(), on=Col.ITEM)
+        .select(*ROW_COLUMNS[:-1], *reactions, "split")
+        .sort(Col.TS, "user_idx", "item_idx")
+        .collect()
+    )
+    train = rows.filter(pl.col("split") == "train")
+    if train.height == 0:
+        raise ValueError("the temporal split left no training rows; lower valid/test fractions")
+    counts = (
+        train.group_by("item_idx")
+        .agg((pl.col("level") >= 1).sum().alias("pos"), pl.len().alias("n"))
+    )
+    positives = np.zeros(items.height)
+    impressions = np.zeros(items.height)
+    positives[counts["item_idx"].to_numpy()] = counts["pos"].to_numpy()
+    impressions[counts["item_idx"].to_numpy()] = counts["n"].to_numpy()
+    theta = estimate_item_propensity(positives, cfg.propensity)
+    items = items.with_columns(
+        pl.Series("n_train_positives", positives.astype(np.int64)),
+        pl.Series("n_train_impressions", impressions.astype(np.int64)),
+        pl.Series("propensity", theta),
+    )
+    rows = rows.with_columns(
+        pl.coalesce("propensity_logged", pl.Series(theta[rows["item_idx"].to_numpy()])).alias(
+            "propensity"
+        )
+    )
+    splits = {s: rows.filter(pl.col("split") == s).drop("split") for s in SPLITS}
+    n_levels = len(names.levels)
+    meta = {
+        "levels": list(names.levels),
+        "reactions": list(names.reactions),
+        "n_users": users.height,
+        "n_items": items.height,
+        "rows": {s: f.height for s, f in splits.items()},
+        "base_rates": dict(zip(names.levels, base_rates(splits["train"]["level"], n_levels), strict=True)),
+        "positives_by_level": {
+            s: {name: int((f["level"] >= c).sum()) for c, name in enumerate(names.levels, 1)}
+            for s, f in splits.items()
+        },
+        "time_cuts": {"valid": cuts[0].isoformat(), "test": cuts[1].isoformat()},
+        "logged_propensity_fraction": float(rows["propensity_logged"].is_not_null().mean()),
+    }
+    return TrainingSets(users, items, splits, meta)

@@ -1,0 +1,83 @@
+"""Classification and ranking metrics on numpy arrays (no I/O)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve via the Mann–Whitney U statistic, ties counted as one half.
+
+    AUC = (Σ_{positives} rank − n₊(n₊ + 1)/2) / (n₊·n₋) with average ranks for ties; ``nan``
+    when one class is absent.
+
+    >>> auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.75
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, dtype=np.float64)
+    # Average rank (1-based) within each run of tied scores.
+    boundaries = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1, scores.size]
+    for lo, hi in zip(boundaries[:-1], boundaries[1:], strict=True):
+        ranks[order[lo:hi]] = 0.5 * (lo + 1 + hi)
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def _discounts(k: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(k) + 2.0)
+
+
+def hit_matrix(top: np.ndarray, users: np.ndarray, rel_users: np.ndarray, rel_items: np.ndarray,
+               n_items: int) -> np.ndarray:
+    """``hits[u, j]`` = whether item ``top[u, j]`` is relevant to ``users[u]``.
+
+    Relevant pairs are given as aligned arrays (rel_users, rel_items). ``top`` may hold −1 padding.
+    """
+    keys = np.unique(rel_users.astype(np.int64) * n_items + rel_items.astype(np.int64))
+    query = users.astype(np.int64)[:, None] * n_items + top.astype(np.int64)
+    pos = np.clip(np.searchsorted(keys, query), 0, max(keys.size - 1, 0))
+    return (keys.size > 0) & (top >= 0) & (keys[pos] == query) if keys.size else np.zeros(top.shape, bool)
+
+
+def recall_ndcg_mrr(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, float]:
+    """Mean Recall@k, NDCG@k and MRR@k over users with at least one relevant item.
+
+    Recall@k = hits in top-k / |rel|; NDCG@k = Σ_j hit_j / log2(j + 2) divided by the ideal DCG of
+    min(|rel|, k) hits; MRR@k = 1 / rank of the first hit (0 without one).
+    """
+    keep = n_relevant > 0
+    hits = hits[keep, :k].astype(np.float64)
+    n_rel = n_relevant[keep]
+    if hits.shape[0] == 0:
+        return {"recall": float("nan"), "ndcg": float("nan"), "mrr": float("nan")}
+    disc = _discounts(k)
+    dcg = hits @ disc[: hits.shape[1]]
+    ideal = np.cumsum(disc)[np.minimum(n_rel, k) - 1]
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)
+    return {
+        "recall": float((hits.sum(axis=1) / n_rel).mean()),
+        "ndcg": float((dcg / ideal).mean()),
+        "mrr": float((1.0 / first).mean()),
+    }
+
+
+def graded_ndcg(top_gains: np.ndarray, all_gains: np.ndarray, k: int) -> float:
+    """Mean NDCG@k with real-valued gains: Σ_j g(top_j)/log2(j+2) over the ideal top-k of g.
+
+    ``top_gains`` (U, ≥k) are the gains of the ranked items; ``all_gains`` (U, n_items) the gains of
+    every candidate (excluded items set to 0). Users whose ideal DCG is 0 are skipped.
+    """
+    disc = _discounts(k)
+    dcg = top_gains[:, :k] @ disc[: min(k, top_gains.shape[1])]
+    best = -np.partition(-all_gains, min(k, all_gains.shape[1]) - 1, axis=1)[:, :k]
+    ideal = -np.sort(-best, axis=1) @ disc[: best.shape[1]]
+    keep = ideal > 0
+    return float((dcg[keep] / ideal[keep]).mean()) if keep.any() else float("nan")

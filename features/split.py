@@ -28,10 +28,18 @@ class SplitConfig(BaseModel):
 
 
 def time_cuts(ts: pl.Series, cfg: SplitConfig) -> tuple[datetime, datetime]:
-    """Cut times (t_valid, t_test): train is ts < t_valid, valid ts < t_test, test the rest."""
-    t_valid = ts.quantile(1 - cfg.valid_fraction - cfg.test_fraction, interpolation="lower")
-    t_test = ts.quantile(1 - cfg.test_fraction, interpolation="lower")
-    return t_valid, t_test
+    """Cut times (t_valid, t_test): train is ts < t_valid, valid ts < t_test, test the rest.
+
+    The cuts are the times of the units at ranks round(n·(1 − v − t)) and n − round(n·t), so the
+    split sizes follow the fractions up to ties at the cut times (ties go to the later split).
+    """
+    ordered = ts.sort()
+    n = len(ordered)
+    if n < 3:
+        raise ValueError(f"a temporal split needs at least 3 impressions, got {n}")
+    n_test = min(max(1, round(n * cfg.test_fraction)), n - 2)
+    n_train = min(max(1, round(n * (1 - cfg.valid_fraction - cfg.test_fraction))), n - n_test - 1)
+    return ordered[n_train], ordered[n - n_test]
 
 
 def assign_split(units: pl.LazyFrame, cuts: tuple[datetime, datetime]) -> pl.LazyFrame:

@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make run` (set up + dvc repro) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: install run test serve ui bench lint
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create the virtual environment and install pinned dependencies
+
+run: install  ## run the whole pipeline on the configured source (default: synthetic)
+	dvc repro
+
+test: install  ## run the test suite
+	$(PY) -m pytest -q
+
+serve: install  ## serve the last `dvc repro` on http://localhost:3000
+	bentoml serve serving.service:Recommender --port 3000
+
+ui: install  ## open the MLflow UI on http://localhost:5000
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+bench: install  ## ingest + features benchmark on 10 million synthetic events
+	$(PY) benchmarks/ingest_features.py
+
+lint: install
+	ruff check . && ruff format --check .

@@ -1,0 +1,77 @@
+"""Stage `index`: FAISS index of GNOLR's item vectors plus everything the service loads.
+
+Writes the serving bundle (see serving/bundle.py) atomically to data/serving/ and the index's
+recall@K against exact search and its queries/s to data/metrics/index.json. An index whose recall
+is below ``index.recall_floor`` is refused: the stage fails and the previous bundle stays.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import polars as pl
+
+from models.gnolr import GNOLREmbeddings
+from pipelines.common import atomic_dir, file_digest, write_json
+from pipelines.params import load_params
+from serving.index import build_index, recall_and_qps
+from serving.retrieval import SeenItems
+
+FEATURES = Path("data/features")
+MODEL = Path("data/models/gnolr")
+OUT = Path("data/serving")
+METRICS = Path("data/metrics/index.json")
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.index
+    embeddings = GNOLREmbeddings.load(MODEL / "embeddings.npz")
+    info = json.loads((MODEL / "info.json").read_text())
+    vectors = embeddings.item_vectors()
+    index, kind = build_index(vectors, cfg, seed=params.seed)
+    rng = np.random.default_rng(params.seed)
+    sample = rng.choice(len(embeddings.users), size=min(cfg.recall_queries, len(embeddings.users)), replace=False)
+    quality = recall_and_qps(index, vectors, embeddings.user_vectors(sample), cfg.recall_k)
+    metrics = {"kind": kind, "n_items": len(vectors), "dim": vectors.shape[1],
+               f"recall_at_{cfg.recall_k}": quality["recall"], "qps": quality["qps"]}
+    write_json(METRICS, metrics)
+    if quality["recall"] < cfg.recall_floor:
+        sys.exit(f"index refused: {kind} recall@{cfg.recall_k} = {quality['recall']:.3f} is below "
+                 f"index.recall_floor = {cfg.recall_floor}; raise ef_search/nprobe or use kind: flat")
+
+    train = pl.read_parquet(FEATURES / "train.parquet", columns=["user_idx", "item_idx", "level"])
+    pos = train.filter(pl.col("level") >= 1)
+    seen = SeenItems.from_pairs(pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), len(embeddings.users))
+    popularity = np.bincount(pos["item_idx"].to_numpy(), minlength=len(vectors))
+    popular = np.lexsort((np.arange(len(vectors)), -popularity))
+    with atomic_dir(OUT) as tmp:
+        faiss.write_index(index, str(tmp / "index.faiss"))
+        shutil.copy(MODEL / "embeddings.npz", tmp / "embeddings.npz")
+        shutil.copy(FEATURES / "users.parquet", tmp / "users.parquet")
+        pl.read_parquet(FEATURES / "items.parquet", columns=["item_id", "item_idx"]).write_parquet(
+            tmp / "items.parquet")
+        seen.save(tmp / "seen.npz")
+        np.save(tmp / "popular.npy", popular)
+        manifest = {
+            "model_version": f"gnolr-{file_digest(MODEL / 'embeddings.npz')}",
+            "mlflow_run_id": info.get("run_id"),
+            "dataset_digest": info.get("dataset_digest"),
+            "levels": info["levels"],
+            "index_kind": kind,
+            "ef_search": cfg.hnsw_ef_search,
+            "nprobe": cfg.ivf_nprobe,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    print(f"index: {kind} over {len(vectors):,} items, recall@{cfg.recall_k} {quality['recall']:.3f}, "
+          f"{quality['qps']:,.0f} queries/s → {OUT}/ (model {manifest['model_version']})")
+    print("next: `make serve` (bentoml serve serving.service:Recommender) and `make ui` (MLflow UI)")
+
+
+if __name__ == "__main__":
+    main()

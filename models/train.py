@@ -27,8 +27,7 @@ class Interactions:
     levels: np.ndarray
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (torch.as_tensor(self.users, dtype=torch.long), torch.as_tensor(self.items, dtype=torch.long),
-                torch.as_tensor(self.levels, dtype=torch.long))
+        return tuple(torch.from_numpy(np.array(a, dtype=np.int64)) for a in (self.users, self.items, self.levels))
 
 
 @dataclass

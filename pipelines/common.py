@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -41,20 +42,33 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(path)
+        path.chmod(0o755)  # mkdtemp makes it private
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _finite(value):
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically (temporary file, fsync, rename)."""
+    """Write JSON atomically (temporary file, fsync, rename); NaN and ±inf become null."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=float)
+        json.dump(_finite(data), fh, indent=2, sort_keys=True, default=float)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
     os.replace(tmp, path)
 
 

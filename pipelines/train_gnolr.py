@@ -32,7 +32,7 @@ def main() -> None:
         digest = log_dataset(FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"])
         logger = MLFlowLogger(experiment_name=params.mlflow.experiment, tracking_uri=tracking_uri(),
                               run_id=run.info.run_id)
-        result = fit_gnolr(train, valid, meta["n_users"], meta["n_items"], list(meta["base_rates"].values()),
+        result = fit_gnolr(train, valid, meta["n_users"], meta["n_items"], [meta["base_rates"][name] for name in meta["levels"]],
                            meta["levels"], params.gnolr, logger=logger)
         info = {**result.info, "run_id": run.info.run_id, "dataset_digest": digest, "levels": meta["levels"]}
         mlflow.log_metrics({

@@ -59,8 +59,6 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
         index.cp.seed = seed
         index.train(vectors)
         index.nprobe = min(cfg.ivf_nprobe, nlist)
-        index.own_fields = True
-        index.quantizer_keepalive = quantizer  # keep the Python object alive with the index
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     index.add(vectors)

@@ -1,0 +1,47 @@
+"""Shared fixtures: one tiny pipeline run (every stage, no DVC) reused by stage and service tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+TINY_PARAMS = {
+    "seed": 0,
+    "source": {"kind": "synthetic", "synthetic": {"n_users": 200, "n_items": 150, "n_impressions": 100_000,
+                                                  "bad_row_fraction": 0.001, "seed": 1}},
+    "gnolr": {"embedding_dim": 32, "hidden": [32], "dim": 16, "max_epochs": 4, "batch_size": 1024, "lr": 0.003},
+    "evaluate": {"ks": [10, 20]},
+    "index": {"recall_queries": 50},
+}
+
+
+def write_params(directory: Path, params: dict) -> None:
+    (directory / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    """A directory where ingest → features → train_gnolr → evaluate → index have run on a tiny world."""
+    from pipelines import evaluate, features, index, ingest, train_gnolr
+
+    directory = tmp_path_factory.mktemp("pipeline")
+    write_params(directory, TINY_PARAMS)
+    old_cwd, old_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(directory)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{directory / 'mlflow.db'}"
+    try:
+        for stage in (ingest, features, train_gnolr, evaluate, index):
+            stage.main()
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    return directory

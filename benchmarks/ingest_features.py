@@ -163,8 +163,15 @@ def measure(phase: str, workdir: Path, repeats: int) -> Result:
     seconds: list[float] = []
     peaks: list[float] = []
     events = 0
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        phase,
+        "--workdir",
+        str(workdir),
+    ]
     for i in range(repeats):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--workdir", str(workdir)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"phase {phase} failed (exit {proc.returncode}):\n{proc.stderr}")

@@ -119,13 +119,23 @@ def _parse_ts(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     """Parse any accepted time representation into µs UTC; unparseable values become null."""
     if isinstance(dtype, pl.Datetime):
         parsed = raw.dt.cast_time_unit("us")
-        return parsed.dt.replace_time_zone("UTC") if dtype.time_zone is None else parsed.dt.convert_time_zone("UTC")
+        return (
+            parsed.dt.replace_time_zone("UTC")
+            if dtype.time_zone is None
+            else parsed.dt.convert_time_zone("UTC")
+        )
     if dtype.is_numeric():  # seconds since the epoch
-        return (raw.cast(pl.Float64) * 1_000_000).cast(pl.Int64, strict=False).cast(pl.Datetime("us", "UTC"))
+        return (
+            (raw.cast(pl.Float64) * 1_000_000)
+            .cast(pl.Int64, strict=False)
+            .cast(pl.Datetime("us", "UTC"))
+        )
     return raw.cast(pl.String).str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
 
 
-def validate(frame: pl.DataFrame, names: EventNames) -> tuple[pl.DataFrame, pl.DataFrame, ValidationReport]:
+def validate(
+    frame: pl.DataFrame, names: EventNames
+) -> tuple[pl.DataFrame, pl.DataFrame, ValidationReport]:
     """Split ``frame`` into contract rows and quarantined rows.
 
     ``frame`` must have the contract's columns (``session_id``, ``position`` and ``propensity`` may
@@ -136,7 +146,11 @@ def validate(frame: pl.DataFrame, names: EventNames) -> tuple[pl.DataFrame, pl.D
     missing = [c for c in (Col.USER, Col.ITEM, Col.EVENT, Col.TS) if c not in frame.columns]
     if missing:
         raise ContractError(f"event log lacks required column(s) {missing}; has {frame.columns}")
-    for col, dtype in ((Col.SESSION, pl.String), (Col.POSITION, pl.Int32), (Col.PROPENSITY, pl.Float64)):
+    for col, dtype in (
+        (Col.SESSION, pl.String),
+        (Col.POSITION, pl.Int32),
+        (Col.PROPENSITY, pl.Float64),
+    ):
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype).alias(col))
     frame = frame.select(COLUMNS)
@@ -171,10 +185,17 @@ def validate(frame: pl.DataFrame, names: EventNames) -> tuple[pl.DataFrame, pl.D
         .then(pl.lit("bad_timestamp"))
         .when(
             pl.col(Col.PROPENSITY).is_not_null()
-            & (pl.col("_prop").is_null() | pl.col("_prop").is_nan() | (pl.col("_prop") <= 0) | (pl.col("_prop") > 1))
+            & (
+                pl.col("_prop").is_null()
+                | pl.col("_prop").is_nan()
+                | (pl.col("_prop") <= 0)
+                | (pl.col("_prop") > 1)
+            )
         )
         .then(pl.lit("propensity_out_of_range"))
-        .when(pl.col(Col.POSITION).is_not_null() & (pl.col("_pos").is_null() | (pl.col("_pos") < 0)))
+        .when(
+            pl.col(Col.POSITION).is_not_null() & (pl.col("_pos").is_null() | (pl.col("_pos") < 0))
+        )
         .then(pl.lit("bad_position"))
         .when(pl.struct(key).is_first_distinct().not_())
         .then(pl.lit("duplicate"))
@@ -204,7 +225,9 @@ def validate(frame: pl.DataFrame, names: EventNames) -> tuple[pl.DataFrame, pl.D
     return valid, quarantine, report
 
 
-def check_bad_fraction(report: ValidationReport, max_bad_fraction: float, quarantine_path: str) -> None:
+def check_bad_fraction(
+    report: ValidationReport, max_bad_fraction: float, quarantine_path: str
+) -> None:
     """Raise :class:`ContractError` naming the main problem when too many rows were quarantined."""
     if report.n_rows == 0:
         raise ContractError("the event log is empty: no rows to ingest")

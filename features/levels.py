@@ -30,8 +30,10 @@ def impression_units(events: pl.LazyFrame, names: EventNames) -> pl.LazyFrame:
     event = pl.col(Col.EVENT).cast(pl.String)
     is_imp = event == IMPRESSION
     level = pl.max_horizontal(
-        [pl.when((event == name).any()).then(pl.lit(c, pl.Int8)).otherwise(pl.lit(0, pl.Int8))
-         for c, name in enumerate(names.levels, start=1)]
+        [
+            pl.when((event == name).any()).then(pl.lit(c, pl.Int8)).otherwise(pl.lit(0, pl.Int8))
+            for c, name in enumerate(names.levels, start=1)
+        ]
     )
     return (
         events.with_columns(pl.col(Col.SESSION).fill_null(""))

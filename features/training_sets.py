@@ -34,12 +34,16 @@ class TrainingSets:
 
 
 def _vocabulary(units: pl.DataFrame, column: str, index: str) -> pl.DataFrame:
-    return units.select(pl.col(column).unique().sort()).with_row_index(index).select(
-        column, pl.col(index).cast(pl.Int32)
+    return (
+        units.select(pl.col(column).unique().sort())
+        .with_row_index(index)
+        .select(column, pl.col(index).cast(pl.Int32))
     )
 
 
-def build_training_sets(events: pl.LazyFrame, names: EventNames, cfg: FeaturesConfig) -> TrainingSets:
+def build_training_sets(
+    events: pl.LazyFrame, names: EventNames, cfg: FeaturesConfig
+) -> TrainingSets:
     """Vocabularies, ordinal levels, temporal split and propensities from a contract event table.
 
     Vocabularies cover every id in the log (the full item index), so evaluation ranks the whole
@@ -64,9 +68,8 @@ def build_training_sets(events: pl.LazyFrame, names: EventNames, cfg: FeaturesCo
     train = rows.filter(pl.col("split") == "train")
     if train.height == 0:
         raise ValueError("the temporal split left no training rows; lower valid/test fractions")
-    counts = (
-        train.group_by("item_idx")
-        .agg((pl.col("level") >= 1).sum().alias("pos"), pl.len().alias("n"))
+    counts = train.group_by("item_idx").agg(
+        (pl.col("level") >= 1).sum().alias("pos"), pl.len().alias("n")
     )
     positives = np.zeros(items.height)
     impressions = np.zeros(items.height)
@@ -91,7 +94,9 @@ def build_training_sets(events: pl.LazyFrame, names: EventNames, cfg: FeaturesCo
         "n_users": users.height,
         "n_items": items.height,
         "rows": {s: f.height for s, f in splits.items()},
-        "base_rates": dict(zip(names.levels, base_rates(splits["train"]["level"], n_levels), strict=True)),
+        "base_rates": dict(
+            zip(names.levels, base_rates(splits["train"]["level"], n_levels), strict=True)
+        ),
         "positives_by_level": {
             s: {name: int((f["level"] >= c).sum()) for c, name in enumerate(names.levels, 1)}
             for s, f in splits.items()

@@ -13,7 +13,9 @@ class TensorBatches(IterableDataset):
     the pass number, so training is reproducible.
     """
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(
+        self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0
+    ):
         if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
             raise ValueError("tensors must be non-empty and share their first dimension")
         self.tensors = tensors

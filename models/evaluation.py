@@ -21,9 +21,15 @@ def auc_by_level(scores: np.ndarray, levels: np.ndarray, names: Sequence[str]) -
     return {f"auc/{name}": auc(scores[:, c], levels >= c + 1) for c, name in enumerate(names)}
 
 
-def ranking_metrics(recommend: RecommendFn, test_users: np.ndarray, test_items: np.ndarray,
-                    test_levels: np.ndarray, names: Sequence[str], n_items: int,
-                    ks: Sequence[int]) -> dict[str, float]:
+def ranking_metrics(
+    recommend: RecommendFn,
+    test_users: np.ndarray,
+    test_items: np.ndarray,
+    test_levels: np.ndarray,
+    names: Sequence[str],
+    n_items: int,
+    ks: Sequence[int],
+) -> dict[str, float]:
     """Recall@k, NDCG@k and MRR@k per level over the full catalogue.
 
     For level c, the relevant items of a user are its test items with level ≥ c; users without any
@@ -46,8 +52,14 @@ def ranking_metrics(recommend: RecommendFn, test_users: np.ndarray, test_items: 
     return out
 
 
-def _count_distinct_per_user(users: np.ndarray, rel_users: np.ndarray, rel_items: np.ndarray) -> np.ndarray:
-    pairs = np.unique(np.stack([rel_users, rel_items], axis=1), axis=0) if rel_users.size else np.zeros((0, 2))
+def _count_distinct_per_user(
+    users: np.ndarray, rel_users: np.ndarray, rel_items: np.ndarray
+) -> np.ndarray:
+    pairs = (
+        np.unique(np.stack([rel_users, rel_items], axis=1), axis=0)
+        if rel_users.size
+        else np.zeros((0, 2))
+    )
     counts = np.zeros(users.size, dtype=np.int64)
     if pairs.size:
         where = np.searchsorted(users, pairs[:, 0])
@@ -56,9 +68,15 @@ def _count_distinct_per_user(users: np.ndarray, rel_users: np.ndarray, rel_items
     return counts
 
 
-def ground_truth_ndcg(recommend: RecommendFn, users: np.ndarray, true_gain: Callable[[np.ndarray], dict],
-                      exclude: Sequence[np.ndarray], names: Sequence[str], ks: Sequence[int],
-                      batch: int = 512) -> dict[str, float]:
+def ground_truth_ndcg(
+    recommend: RecommendFn,
+    users: np.ndarray,
+    true_gain: Callable[[np.ndarray], dict],
+    exclude: Sequence[np.ndarray],
+    names: Sequence[str],
+    ks: Sequence[int],
+    batch: int = 512,
+) -> dict[str, float]:
     """NDCG@k against the true probabilities of each level (simulated data only).
 
     ``true_gain(users)`` returns, per level name, the true P(level) of every catalogue item for those

@@ -58,8 +58,12 @@ def max_shared_gamma(thresholds: np.ndarray) -> float:
     return float(gaps.min()) if gaps.size else math.inf
 
 
-def resolve_gamma(gamma: float | list[float] | str, thresholds: np.ndarray, names: Sequence[str],
-                  nested: bool = True) -> np.ndarray:
+def resolve_gamma(
+    gamma: float | list[float] | str,
+    thresholds: np.ndarray,
+    names: Sequence[str],
+    nested: bool = True,
+) -> np.ndarray:
     """γ per level, validated so that P(k > c) ≥ P(k > c+1) for every possible score.
 
     With nesting, s_c ∈ [−c, c] and s_{c+1} = s_c + cos_{c+1}; the worst case of
@@ -71,7 +75,11 @@ def resolve_gamma(gamma: float | list[float] | str, thresholds: np.ndarray, name
     if gamma == "auto":
         top = max_shared_gamma(thresholds) if nested else max_shared_gamma(thresholds) / 2
         return np.full(n, 4.0 if math.isinf(top) else 0.9 * top)
-    g = np.full(n, float(gamma)) if isinstance(gamma, int | float) else np.asarray(gamma, dtype=np.float64)
+    g = (
+        np.full(n, float(gamma))
+        if isinstance(gamma, int | float)
+        else np.asarray(gamma, dtype=np.float64)
+    )
     if g.shape != (n,):
         raise ValueError(f"gamma has {g.size} values for {n} levels {list(names)}")
     if np.any(g <= 0):
@@ -113,8 +121,14 @@ class Tower(nn.Module):
 class GNOLR(nn.Module):
     """Two towers plus the cumulative-logit link with fixed thresholds a and inverse temperature γ."""
 
-    def __init__(self, n_users: int, n_items: int, thresholds: np.ndarray, gamma: np.ndarray,
-                 cfg: GNOLRConfig) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        thresholds: np.ndarray,
+        gamma: np.ndarray,
+        cfg: GNOLRConfig,
+    ) -> None:
         super().__init__()
         n_levels = len(thresholds)
         self.nested = cfg.nested
@@ -144,10 +158,18 @@ class GNOLREmbeddings:
     ``users`` (n_users, T, d) and ``items`` (n_items, T, d) are the L2-normalised sub-embeddings.
     """
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, gamma: np.ndarray, thresholds: np.ndarray,
-                 nested: bool = True) -> None:
+    def __init__(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        gamma: np.ndarray,
+        thresholds: np.ndarray,
+        nested: bool = True,
+    ) -> None:
         if users.ndim != 3 or items.ndim != 3 or users.shape[1:] != items.shape[1:]:
-            raise ValueError(f"sub-embeddings must be (n, T, d) on both sides, got {users.shape}, {items.shape}")
+            raise ValueError(
+                f"sub-embeddings must be (n, T, d) on both sides, got {users.shape}, {items.shape}"
+            )
         self.users = users.astype(np.float32)
         self.items = items.astype(np.float32)
         self.gamma = np.asarray(gamma, dtype=np.float64)
@@ -180,8 +202,14 @@ class GNOLREmbeddings:
         return np.ascontiguousarray(vec * self.gamma[-1], dtype=np.float32)
 
     def save(self, path) -> None:
-        np.savez(path, users=self.users, items=self.items, gamma=self.gamma,
-                 thresholds=self.thresholds, nested=np.array(self.nested))
+        np.savez(
+            path,
+            users=self.users,
+            items=self.items,
+            gamma=self.gamma,
+            thresholds=self.thresholds,
+            nested=np.array(self.nested),
+        )
 
     @classmethod
     def load(cls, path) -> GNOLREmbeddings:
@@ -196,9 +224,16 @@ class GNOLREmbeddings:
 
         def embed(tower: Tower) -> np.ndarray:
             n = tower.embedding.num_embeddings
-            parts = [tower(torch.arange(i, min(i + batch_size, n), device=device)).cpu().numpy()
-                     for i in range(0, n, batch_size)]
+            parts = [
+                tower(torch.arange(i, min(i + batch_size, n), device=device)).cpu().numpy()
+                for i in range(0, n, batch_size)
+            ]
             return np.concatenate(parts)
 
-        return cls(embed(model.user_tower), embed(model.item_tower), model.gamma.cpu().numpy(),
-                   model.thresholds.cpu().numpy(), model.nested)
+        return cls(
+            embed(model.user_tower),
+            embed(model.item_tower),
+            model.gamma.cpu().numpy(),
+            model.thresholds.cpu().numpy(),
+            model.nested,
+        )

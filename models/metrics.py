@@ -35,8 +35,9 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(k) + 2.0)
 
 
-def hit_matrix(top: np.ndarray, users: np.ndarray, rel_users: np.ndarray, rel_items: np.ndarray,
-               n_items: int) -> np.ndarray:
+def hit_matrix(
+    top: np.ndarray, users: np.ndarray, rel_users: np.ndarray, rel_items: np.ndarray, n_items: int
+) -> np.ndarray:
     """``hits[u, j]`` = whether item ``top[u, j]`` is relevant to ``users[u]``.
 
     Relevant pairs are given as aligned arrays (rel_users, rel_items). ``top`` may hold −1 padding.
@@ -44,7 +45,11 @@ def hit_matrix(top: np.ndarray, users: np.ndarray, rel_users: np.ndarray, rel_it
     keys = np.unique(rel_users.astype(np.int64) * n_items + rel_items.astype(np.int64))
     query = users.astype(np.int64)[:, None] * n_items + top.astype(np.int64)
     pos = np.clip(np.searchsorted(keys, query), 0, max(keys.size - 1, 0))
-    return (keys.size > 0) & (top >= 0) & (keys[pos] == query) if keys.size else np.zeros(top.shape, bool)
+    return (
+        (keys.size > 0) & (top >= 0) & (keys[pos] == query)
+        if keys.size
+        else np.zeros(top.shape, bool)
+    )
 
 
 def recall_ndcg_mrr(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, float]:

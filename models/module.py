@@ -31,11 +31,20 @@ class GNOLRModule(L.LightningModule):
 
     def _loss(self, batch) -> torch.Tensor:
         users, items, level = batch
-        return gnolr_loss(self.model(users, items), level, nested=self.cfg.loss == "nested", eps=self.cfg.eps)
+        return gnolr_loss(
+            self.model(users, items), level, nested=self.cfg.loss == "nested", eps=self.cfg.eps
+        )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch[0]),
+        )
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -57,4 +66,6 @@ class GNOLRModule(L.LightningModule):
         self.log(MONITOR, float(np.prod(np.nan_to_num(aucs, nan=0.5))), prog_bar=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(
+            self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        )

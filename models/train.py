@@ -14,7 +14,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from models.data import TensorBatches
-from models.gnolr import GNOLR, GNOLRConfig, GNOLREmbeddings, resolve_gamma, thresholds_from_base_rates
+from models.gnolr import (
+    GNOLR,
+    GNOLRConfig,
+    GNOLREmbeddings,
+    resolve_gamma,
+    thresholds_from_base_rates,
+)
 from models.module import MONITOR, GNOLRModule
 
 
@@ -27,7 +33,10 @@ class Interactions:
     levels: np.ndarray
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return tuple(torch.from_numpy(np.array(a, dtype=np.int64)) for a in (self.users, self.items, self.levels))
+        return tuple(
+            torch.from_numpy(np.array(a, dtype=np.int64))
+            for a in (self.users, self.items, self.levels)
+        )
 
 
 @dataclass
@@ -37,10 +46,19 @@ class FitResult:
     info: dict = field(default_factory=dict)
 
 
-def fit_gnolr(train: Interactions, valid: Interactions, n_users: int, n_items: int,
-              base_rates: Sequence[float], level_names: Sequence[str], cfg: GNOLRConfig,
-              logger=None, checkpoint_dir: str | Path | None = None, progress: bool = True,
-              accelerator: str = "auto") -> FitResult:
+def fit_gnolr(
+    train: Interactions,
+    valid: Interactions,
+    n_users: int,
+    n_items: int,
+    base_rates: Sequence[float],
+    level_names: Sequence[str],
+    cfg: GNOLRConfig,
+    logger=None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    accelerator: str = "auto",
+) -> FitResult:
     """Train GNOLR on ``train``, early-stop on ``valid``, and return the best epoch's model.
 
     Thresholds are fixed at a_c = −logit(base rate of level ≥ c); γ is validated against them
@@ -54,13 +72,25 @@ def fit_gnolr(train: Interactions, valid: Interactions, n_users: int, n_items: i
     train_batches = TensorBatches(train.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed)
     valid_batches = TensorBatches(valid.tensors(), 65536, shuffle=False)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = ModelCheckpoint(dirpath=checkpoint_dir or tmp, filename="best", monitor=MONITOR, mode="max",
-                               save_top_k=1, enable_version_counter=False)
+        ckpt = ModelCheckpoint(
+            dirpath=checkpoint_dir or tmp,
+            filename="best",
+            monitor=MONITOR,
+            mode="max",
+            save_top_k=1,
+            enable_version_counter=False,
+        )
         stop = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)
         trainer = L.Trainer(
-            max_epochs=cfg.max_epochs, accelerator=accelerator, devices=1, logger=logger or False,
-            callbacks=[ckpt, stop], enable_progress_bar=progress, enable_model_summary=False,
-            num_sanity_val_steps=0, deterministic=False,
+            max_epochs=cfg.max_epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=logger or False,
+            callbacks=[ckpt, stop],
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=False,
         )
         start = time.perf_counter()
         trainer.fit(module, train_batches, valid_batches)

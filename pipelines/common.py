@@ -89,8 +89,13 @@ def tracking_uri() -> str:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=repo_root())
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=repo_root(),
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -105,12 +110,14 @@ def start_run(params: Params, stage: str, run_name: str) -> mlflow.ActiveRun:
         mlflow.create_experiment(name, artifact_location=artifacts)
     mlflow.set_experiment(name)
     run = mlflow.start_run(run_name=run_name)
-    mlflow.set_tags({
-        "stage": stage,
-        "git_commit": _git_commit(),
-        "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
-        "source": params.source.kind,
-    })
+    mlflow.set_tags(
+        {
+            "stage": stage,
+            "git_commit": _git_commit(),
+            "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
+            "source": params.source.kind,
+        }
+    )
     mlflow.log_params(flatten(params))
     return run
 
@@ -122,7 +129,9 @@ def read_interactions(path: str | Path):
     from models.train import Interactions
 
     frame = pl.read_parquet(path, columns=["user_idx", "item_idx", "level"])
-    return Interactions(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), frame["level"].to_numpy())
+    return Interactions(
+        frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), frame["level"].to_numpy()
+    )
 
 
 def log_dataset(directory: str | Path, name: str, files: list[str]) -> str:
@@ -132,6 +141,8 @@ def log_dataset(directory: str | Path, name: str, files: list[str]) -> str:
 
     directory = Path(directory).resolve()
     digest = file_digest(*(directory / f for f in files))
-    mlflow.log_input(MetaDataset(LocalArtifactDatasetSource(str(directory)), name=name, digest=digest),
-                     context="training")
+    mlflow.log_input(
+        MetaDataset(LocalArtifactDatasetSource(str(directory)), name=name, digest=digest),
+        context="training",
+    )
     return digest

@@ -44,26 +44,38 @@ def recommender(retriever: Retriever, user_vectors: np.ndarray, seen: SeenItems,
     return recommend
 
 
-def evaluate(features_dir: Path, embeddings: GNOLREmbeddings, world: World | None, ks: list[int]) -> dict:
+def evaluate(
+    features_dir: Path, embeddings: GNOLREmbeddings, world: World | None, ks: list[int]
+) -> dict:
     """Metrics of GNOLR and popularity on the test split, keyed by model name."""
     meta = json.loads((features_dir / "meta.json").read_text())
     names, n_items, n_users = meta["levels"], meta["n_items"], meta["n_users"]
-    train = pl.read_parquet(features_dir / "train.parquet", columns=["user_idx", "item_idx", "level"])
+    train = pl.read_parquet(
+        features_dir / "train.parquet", columns=["user_idx", "item_idx", "level"]
+    )
     test = pl.read_parquet(features_dir / "test.parquet", columns=["user_idx", "item_idx", "level"])
     tu, ti, tl = (test[c].to_numpy() for c in ("user_idx", "item_idx", "level"))
     positives = train.filter(pl.col("level") >= 1)
-    seen = SeenItems.from_pairs(positives["user_idx"].to_numpy(), positives["item_idx"].to_numpy(), n_users)
-    pop = popularity_counts(train["item_idx"].to_numpy(), train["level"].to_numpy(), n_items, len(names))
+    seen = SeenItems.from_pairs(
+        positives["user_idx"].to_numpy(), positives["item_idx"].to_numpy(), n_users
+    )
+    pop = popularity_counts(
+        train["item_idx"].to_numpy(), train["level"].to_numpy(), n_items, len(names)
+    )
 
     gnolr_rec = recommender(Retriever(embeddings.item_vectors()), embeddings.user_vectors(), seen)
-    results = {"gnolr": auc_by_level(embeddings.probabilities(tu, ti), tl, names),
-               "popularity": auc_by_level(pop[ti], tl, names)}
+    results = {
+        "gnolr": auc_by_level(embeddings.probabilities(tu, ti), tl, names),
+        "popularity": auc_by_level(pop[ti], tl, names),
+    }
     results["gnolr"].update(ranking_metrics(gnolr_rec, tu, ti, tl, names, n_items, ks))
     ones = np.ones((n_users, 1), np.float32)
     pop_recs = {c: recommender(Retriever(pop[:, c : c + 1]), ones, seen) for c in range(len(names))}
     for c, name in enumerate(names):
         level_metrics = ranking_metrics(pop_recs[c], tu, ti, tl, [name], n_items, ks)
-        results["popularity"].update({k: v for k, v in level_metrics.items() if k.endswith(f"/{name}")})
+        results["popularity"].update(
+            {k: v for k, v in level_metrics.items() if k.endswith(f"/{name}")}
+        )
 
     if world is not None:
         users_df = pl.read_parquet(features_dir / "users.parquet").sort("user_idx")
@@ -77,7 +89,9 @@ def evaluate(features_dir: Path, embeddings: GNOLREmbeddings, world: World | Non
 
         eval_users = np.unique(tu)
         exclude = [seen[u] for u in eval_users]
-        results["gnolr"].update(ground_truth_ndcg(gnolr_rec, eval_users, true_gain, exclude, names, ks))
+        results["gnolr"].update(
+            ground_truth_ndcg(gnolr_rec, eval_users, true_gain, exclude, names, ks)
+        )
         for c, name in enumerate(names):
             gt = ground_truth_ndcg(pop_recs[c], eval_users, true_gain, exclude, [name], ks)
             results["popularity"].update(gt)
@@ -95,11 +109,16 @@ def main() -> None:
     with mlflow.start_run(run_id=info["run_id"]):
         mlflow.log_metrics({f"test/{k}": v for k, v in results["gnolr"].items() if np.isfinite(v)})
     with start_run(params, "evaluate", "popularity"):
-        mlflow.log_metrics({f"test/{k}": v for k, v in results["popularity"].items() if np.isfinite(v)})
+        mlflow.log_metrics(
+            {f"test/{k}": v for k, v in results["popularity"].items() if np.isfinite(v)}
+        )
     deepest = params.contract.levels[-1]
     for model, m in results.items():
-        line = ", ".join(f"{key} {m[key]:.4f}" for key in (f"auc/{deepest}", f"ndcg_at_10/{deepest}",
-                                                            f"gt_ndcg_at_10/{deepest}") if key in m)
+        line = ", ".join(
+            f"{key} {m[key]:.4f}"
+            for key in (f"auc/{deepest}", f"ndcg_at_10/{deepest}", f"gt_ndcg_at_10/{deepest}")
+            if key in m
+        )
         print(f"evaluate: {model:<10} {line}")
     print(f"evaluate: all metrics → {METRICS}")
 

@@ -31,7 +31,9 @@ def main() -> None:
         write_json(tmp / "meta.json", sets.meta)
     write_json(METRICS, {k: sets.meta[k] for k in ("n_users", "n_items", "rows", "base_rates")})
     rows = ", ".join(f"{k} {v:,}" for k, v in sets.meta["rows"].items())
-    print(f"features: {sets.meta['n_users']:,} users × {sets.meta['n_items']:,} items; rows {rows} → {OUT}/")
+    print(
+        f"features: {sets.meta['n_users']:,} users × {sets.meta['n_items']:,} items; rows {rows} → {OUT}/"
+    )
 
 
 if __name__ == "__main__":

@@ -36,18 +36,29 @@ def main() -> None:
     vectors = embeddings.item_vectors()
     index, kind = build_index(vectors, cfg, seed=params.seed)
     rng = np.random.default_rng(params.seed)
-    sample = rng.choice(len(embeddings.users), size=min(cfg.recall_queries, len(embeddings.users)), replace=False)
+    sample = rng.choice(
+        len(embeddings.users), size=min(cfg.recall_queries, len(embeddings.users)), replace=False
+    )
     quality = recall_and_qps(index, vectors, embeddings.user_vectors(sample), cfg.recall_k)
-    metrics = {"kind": kind, "n_items": len(vectors), "dim": vectors.shape[1],
-               f"recall_at_{cfg.recall_k}": quality["recall"], "qps": quality["qps"]}
+    metrics = {
+        "kind": kind,
+        "n_items": len(vectors),
+        "dim": vectors.shape[1],
+        f"recall_at_{cfg.recall_k}": quality["recall"],
+        "qps": quality["qps"],
+    }
     write_json(METRICS, metrics)
     if quality["recall"] < cfg.recall_floor:
-        sys.exit(f"index refused: {kind} recall@{cfg.recall_k} = {quality['recall']:.3f} is below "
-                 f"index.recall_floor = {cfg.recall_floor}; raise ef_search/nprobe or use kind: flat")
+        sys.exit(
+            f"index refused: {kind} recall@{cfg.recall_k} = {quality['recall']:.3f} is below "
+            f"index.recall_floor = {cfg.recall_floor}; raise ef_search/nprobe or use kind: flat"
+        )
 
     train = pl.read_parquet(FEATURES / "train.parquet", columns=["user_idx", "item_idx", "level"])
     pos = train.filter(pl.col("level") >= 1)
-    seen = SeenItems.from_pairs(pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), len(embeddings.users))
+    seen = SeenItems.from_pairs(
+        pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), len(embeddings.users)
+    )
     popularity = np.bincount(pos["item_idx"].to_numpy(), minlength=len(vectors))
     popular = np.lexsort((np.arange(len(vectors)), -popularity))
     with atomic_dir(OUT) as tmp:
@@ -55,7 +66,8 @@ def main() -> None:
         shutil.copy(MODEL / "embeddings.npz", tmp / "embeddings.npz")
         shutil.copy(FEATURES / "users.parquet", tmp / "users.parquet")
         pl.read_parquet(FEATURES / "items.parquet", columns=["item_id", "item_idx"]).write_parquet(
-            tmp / "items.parquet")
+            tmp / "items.parquet"
+        )
         seen.save(tmp / "seen.npz")
         np.save(tmp / "popular.npy", popular)
         manifest = {
@@ -68,9 +80,13 @@ def main() -> None:
             "nprobe": cfg.ivf_nprobe,
         }
         write_json(tmp / "manifest.json", manifest)
-    print(f"index: {kind} over {len(vectors):,} items, recall@{cfg.recall_k} {quality['recall']:.3f}, "
-          f"{quality['qps']:,.0f} queries/s → {OUT}/ (model {manifest['model_version']})")
-    print("next: `make serve` (bentoml serve serving.service:Recommender) and `make ui` (MLflow UI)")
+    print(
+        f"index: {kind} over {len(vectors):,} items, recall@{cfg.recall_k} {quality['recall']:.3f}, "
+        f"{quality['qps']:,.0f} queries/s → {OUT}/ (model {manifest['model_version']})"
+    )
+    print(
+        "next: `make serve` (bentoml serve serving.service:Recommender) and `make ui` (MLflow UI)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def main() -> None:
     summary = {
         **report.as_dict(),
         "source": params.source.kind,
-        "events_by_type": dict(zip(counts["event"].to_list(), counts["len"].to_list(), strict=True)),
+        "events_by_type": dict(
+            zip(counts["event"].to_list(), counts["len"].to_list(), strict=True)
+        ),
         "n_users": valid["user_id"].n_unique(),
         "n_items": valid["item_id"].n_unique(),
     }

@@ -36,7 +36,9 @@ class SourceConfig(_Strict):
 class ContractConfig(_Strict):
     levels: list[str] = Field(default_factory=lambda: ["click", "cart", "purchase"])
     reactions: list[str] = Field(default_factory=lambda: ["love"])
-    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="quarantined share that fails ingest")
+    max_bad_fraction: float = Field(
+        0.01, ge=0, le=1, description="quarantined share that fails ingest"
+    )
 
     def names(self) -> EventNames:
         return EventNames(tuple(self.levels), tuple(self.reactions))

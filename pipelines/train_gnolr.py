@@ -14,7 +14,14 @@ import mlflow
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from pipelines.common import atomic_dir, log_dataset, read_interactions, start_run, tracking_uri, write_json
+from pipelines.common import (
+    atomic_dir,
+    log_dataset,
+    read_interactions,
+    start_run,
+    tracking_uri,
+    write_json,
+)
 from pipelines.params import load_params
 
 FEATURES = Path("data/features")
@@ -29,18 +36,40 @@ def main() -> None:
     from models.train import fit_gnolr
 
     with start_run(params, "train_gnolr", "gnolr") as run:
-        digest = log_dataset(FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"])
-        logger = MLFlowLogger(experiment_name=params.mlflow.experiment, tracking_uri=tracking_uri(),
-                              run_id=run.info.run_id)
-        result = fit_gnolr(train, valid, meta["n_users"], meta["n_items"], [meta["base_rates"][name] for name in meta["levels"]],
-                           meta["levels"], params.gnolr, logger=logger)
-        info = {**result.info, "run_id": run.info.run_id, "dataset_digest": digest, "levels": meta["levels"]}
-        mlflow.log_metrics({
-            "train/samples_per_second": info["train_samples_per_second"],
-            "train/best_epoch": info["best_epoch"],
-            "valid/best_auc_product": info["best_valid_auc_product"],
-        })
-        mlflow.log_dict({"gamma": info["gamma"], "thresholds": info["thresholds"]}, "gnolr/link.json")
+        digest = log_dataset(
+            FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"]
+        )
+        logger = MLFlowLogger(
+            experiment_name=params.mlflow.experiment,
+            tracking_uri=tracking_uri(),
+            run_id=run.info.run_id,
+        )
+        result = fit_gnolr(
+            train,
+            valid,
+            meta["n_users"],
+            meta["n_items"],
+            [meta["base_rates"][name] for name in meta["levels"]],
+            meta["levels"],
+            params.gnolr,
+            logger=logger,
+        )
+        info = {
+            **result.info,
+            "run_id": run.info.run_id,
+            "dataset_digest": digest,
+            "levels": meta["levels"],
+        }
+        mlflow.log_metrics(
+            {
+                "train/samples_per_second": info["train_samples_per_second"],
+                "train/best_epoch": info["best_epoch"],
+                "valid/best_auc_product": info["best_valid_auc_product"],
+            }
+        )
+        mlflow.log_dict(
+            {"gamma": info["gamma"], "thresholds": info["thresholds"]}, "gnolr/link.json"
+        )
         with atomic_dir(OUT) as tmp:
             result.embeddings.save(tmp / "embeddings.npz")
             torch.save(result.model.state_dict(), tmp / "model.pt")

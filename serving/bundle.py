@@ -18,8 +18,15 @@ import polars as pl
 from models.gnolr import GNOLREmbeddings
 from serving.retrieval import Retriever, SeenItems
 
-REQUIRED = ("index.faiss", "embeddings.npz", "users.parquet", "items.parquet", "seen.npz", "popular.npy",
-            "manifest.json")
+REQUIRED = (
+    "index.faiss",
+    "embeddings.npz",
+    "users.parquet",
+    "items.parquet",
+    "seen.npz",
+    "popular.npy",
+    "manifest.json",
+)
 
 
 @dataclass
@@ -47,7 +54,9 @@ def load_bundle(directory: str | Path) -> Bundle:
     directory = Path(directory)
     missing = [f for f in REQUIRED if not (directory / f).exists()]
     if missing:
-        raise FileNotFoundError(f"serving bundle {directory} lacks {missing}; run `dvc repro` first")
+        raise FileNotFoundError(
+            f"serving bundle {directory} lacks {missing}; run `dvc repro` first"
+        )
     embeddings = GNOLREmbeddings.load(directory / "embeddings.npz")
     index = faiss.read_index(str(directory / "index.faiss"))
     manifest = json.loads((directory / "manifest.json").read_text())

@@ -7,7 +7,6 @@ from typing import Literal
 
 import faiss
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -17,7 +16,9 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = "auto"
-    auto_exact_max_items: int = Field(50_000, ge=1, description="auto: exact search up to this size")
+    auto_exact_max_items: int = Field(
+        50_000, ge=1, description="auto: exact search up to this size"
+    )
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_construction: int = Field(200, ge=8)
     hnsw_ef_search: int = Field(256, ge=8)
@@ -25,7 +26,9 @@ class IndexConfig(BaseModel):
     ivf_nprobe: int = Field(32, ge=1)
     pq_m: int = Field(8, ge=1, description="sub-quantisers of IVF-PQ (must divide the dimension)")
     recall_k: int = Field(100, ge=1)
-    recall_floor: float = Field(0.9, ge=0, le=1, description="refuse to publish below this recall@k")
+    recall_floor: float = Field(
+        0.9, ge=0, le=1, description="refuse to publish below this recall@k"
+    )
     recall_queries: int = Field(500, ge=1)
 
 
@@ -65,7 +68,9 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
     return index, kind
 
 
-def recall_and_qps(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int) -> dict[str, float]:
+def recall_and_qps(
+    index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> dict[str, float]:
     """recall@k of ``index`` against exact inner-product search, and its single-query throughput."""
     k = min(k, len(vectors))
     exact = faiss.IndexFlatIP(vectors.shape[1])

@@ -33,16 +33,23 @@ def recommend(bundle: Bundle, user_id: str, k: int, exclude_seen: bool = True) -
     user = bundle.user_index.get(user_id)
     if user is None:
         top = bundle.popular[:k]
-        items = [Recommendation(str(bundle.item_ids[i]), float(-rank)) for rank, i in enumerate(top)]
+        items = [
+            Recommendation(str(bundle.item_ids[i]), float(-rank)) for rank, i in enumerate(top)
+        ]
         return RecommendResult(items, bundle.model_version, fallback="popular")
     exclude = [bundle.seen[user]] if exclude_seen else None
-    ids, _ = bundle.retriever.search(bundle.embeddings.user_vectors(np.array([user])), k, exclude=exclude)
+    ids, _ = bundle.retriever.search(
+        bundle.embeddings.user_vectors(np.array([user])), k, exclude=exclude
+    )
     ids = ids[0][ids[0] >= 0]
     logits = bundle.embeddings.logits(np.full(ids.size, user), ids)
     probs = 1.0 / (1.0 + np.exp(-logits))
     items = [
-        Recommendation(str(bundle.item_ids[i]), float(logits[n, -1]),
-                       {name: float(probs[n, c]) for c, name in enumerate(levels)})
+        Recommendation(
+            str(bundle.item_ids[i]),
+            float(logits[n, -1]),
+            {name: float(probs[n, c]) for c, name in enumerate(levels)},
+        )
         for n, i in enumerate(ids)
     ]
     return RecommendResult(items, bundle.model_version)

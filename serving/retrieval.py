@@ -20,8 +20,11 @@ NO_ITEM = -1
 def _top_k_exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of a score matrix, ties broken by the lower index. −inf marks removed items."""
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (scores.shape[0], 1))
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if k < scores.shape[1]
+        else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    )
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     ids = np.take_along_axis(part, order, axis=1)
@@ -37,7 +40,9 @@ class Retriever:
     ``IndexFlatIP`` is built. ``overfetch`` multiplies k when asking the index for candidates.
     """
 
-    def __init__(self, item_vectors: np.ndarray, index: faiss.Index | None = None, overfetch: int = 2):
+    def __init__(
+        self, item_vectors: np.ndarray, index: faiss.Index | None = None, overfetch: int = 2
+    ):
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
         if self.item_vectors.ndim != 2 or len(self.item_vectors) == 0:
             raise ValueError("item_vectors must be a non-empty (n_items, D) matrix")
@@ -45,7 +50,9 @@ class Retriever:
             index = faiss.IndexFlatIP(self.item_vectors.shape[1])
             index.add(self.item_vectors)
         if index.ntotal != len(self.item_vectors) or index.d != self.item_vectors.shape[1]:
-            raise ValueError(f"index holds {index.ntotal}×{index.d}, vectors are {self.item_vectors.shape}")
+            raise ValueError(
+                f"index holds {index.ntotal}×{index.d}, vectors are {self.item_vectors.shape}"
+            )
         self.index = index
         self.overfetch = max(1, overfetch)
 
@@ -53,8 +60,13 @@ class Retriever:
     def n_items(self) -> int:
         return len(self.item_vectors)
 
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray | None] | None = None,
-               allow: Sequence[np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray | None] | None = None,
+        allow: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and inner products per query, best first.
 
         ``exclude[q]`` lists items never returned to query q (seen items, a deny-list); ``allow[q]``,
@@ -87,7 +99,9 @@ class Retriever:
             if exclude[q] is not None and len(exclude[q]):
                 keep &= ~np.isin(cand_ids[row], exclude[q])
             got = cand_ids[row][keep][:k]
-            n_eligible = self.n_items - (len(np.unique(exclude[q])) if exclude[q] is not None else 0)
+            n_eligible = self.n_items - (
+                len(np.unique(exclude[q])) if exclude[q] is not None else 0
+            )
             if len(got) < min(k, n_eligible):
                 fallback.append(q)
                 continue
@@ -103,8 +117,9 @@ class Retriever:
             ids[fb] = np.where(np.isfinite(scores[fb]), ids[fb], NO_ITEM)
         return ids, scores
 
-    def _search_allowed(self, query: np.ndarray, k: int, allow: np.ndarray,
-                        exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_allowed(
+        self, query: np.ndarray, k: int, allow: np.ndarray, exclude: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         cand = np.unique(np.asarray(allow, dtype=np.int64))
         cand = cand[(cand >= 0) & (cand < self.n_items)]
         if exclude is not None and len(exclude):
@@ -128,9 +143,17 @@ class SeenItems:
 
     @classmethod
     def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> SeenItems:
-        pairs = np.unique(np.stack([users.astype(np.int64), items.astype(np.int64)], axis=1), axis=0)
-        counts = np.bincount(pairs[:, 0], minlength=n_users) if len(pairs) else np.zeros(n_users, np.int64)
-        return cls(np.r_[0, np.cumsum(counts)], pairs[:, 1] if len(pairs) else np.zeros(0, np.int64))
+        pairs = np.unique(
+            np.stack([users.astype(np.int64), items.astype(np.int64)], axis=1), axis=0
+        )
+        counts = (
+            np.bincount(pairs[:, 0], minlength=n_users)
+            if len(pairs)
+            else np.zeros(n_users, np.int64)
+        )
+        return cls(
+            np.r_[0, np.cumsum(counts)], pairs[:, 1] if len(pairs) else np.zeros(0, np.int64)
+        )
 
     @property
     def n_users(self) -> int:

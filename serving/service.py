@@ -21,9 +21,12 @@ MAX_K = 1000
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="deepest level's logit (personal) or −popularity rank (fallback)")
+    score: float = Field(
+        description="deepest level's logit (personal) or −popularity rank (fallback)"
+    )
     probabilities: dict[str, float] | None = Field(
-        None, description="P(level reached) per feedback level; null for the popularity fallback")
+        None, description="P(level reached) per feedback level; null for the popularity fallback"
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -43,7 +46,9 @@ class Recommender:
     @bentoml.api(route="/recommend")
     def recommend(
         self,
-        user_id: Annotated[str, Field(min_length=1, max_length=256, description="external user id")],
+        user_id: Annotated[
+            str, Field(min_length=1, max_length=256, description="external user id")
+        ],
         k: Annotated[int, Field(ge=1, le=MAX_K, description="number of items")] = 10,
         exclude_seen: bool = True,
     ) -> RecommendResponse:
@@ -52,8 +57,10 @@ class Recommender:
         result = recommend(self.bundle, user_id, k, exclude_seen)
         return RecommendResponse(
             user_id=user_id,
-            items=[RecommendedItem(item_id=r.item_id, score=r.score, probabilities=r.probabilities)
-                   for r in result.items],
+            items=[
+                RecommendedItem(item_id=r.item_id, score=r.score, probabilities=r.probabilities)
+                for r in result.items
+            ],
             model_version=result.model_version,
             fallback=result.fallback,
         )

@@ -13,15 +13,46 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 TINY_PARAMS = {
     "seed": 0,
-    "source": {"kind": "synthetic", "synthetic": {"n_users": 200, "n_items": 150, "n_impressions": 100_000,
-                                                  "bad_row_fraction": 0.001, "seed": 1}},
-    "gnolr": {"embedding_dim": 32, "hidden": [32], "dim": 16, "max_epochs": 4, "batch_size": 1024, "lr": 0.003},
+    "source": {
+        "kind": "synthetic",
+        "synthetic": {
+            "n_users": 200,
+            "n_items": 150,
+            "n_impressions": 100_000,
+            "bad_row_fraction": 0.001,
+            "seed": 1,
+        },
+    },
+    "gnolr": {
+        "embedding_dim": 32,
+        "hidden": [32],
+        "dim": 16,
+        "max_epochs": 4,
+        "batch_size": 1024,
+        "lr": 0.003,
+    },
     "evaluate": {"ks": [10, 20]},
     "index": {"recall_queries": 50},
 }
 
 
-def write_params(directory: Path, params: dict) -> None:
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = (
+            _merge(base[key], value)
+            if isinstance(value, dict) and isinstance(base.get(key), dict)
+            else value
+        )
+    return out
+
+
+def write_params(directory: Path, overrides: dict) -> None:
+    """params.yaml in ``directory``: the repository's parameters with ``overrides`` merged in."""
+    params = _merge(yaml.safe_load(REPO_PARAMS.read_text()), overrides)
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
 
 

@@ -48,7 +48,10 @@ def test_clean_rows_pass_and_match_the_arrow_schema():
         ({"item_id": ["i1", None, "i3"]}, "null_item_id"),
         ({"event": ["impression", "like", "purchase"]}, "unknown_event"),
         ({"ts": ["2025-01-01T10:00:00", "yesterday", "2025-01-02T00:00:00"]}, "bad_timestamp"),
-        ({"ts": ["2025-01-01T10:00:00", "1970-01-01T00:00:00", "2025-01-02T00:00:00"]}, "bad_timestamp"),
+        (
+            {"ts": ["2025-01-01T10:00:00", "1970-01-01T00:00:00", "2025-01-02T00:00:00"]},
+            "bad_timestamp",
+        ),
         ({"propensity": [0.25, 0.0, None]}, "propensity_out_of_range"),
         ({"propensity": [0.25, 1.5, None]}, "propensity_out_of_range"),
         ({"propensity": [0.25, float("nan"), None]}, "propensity_out_of_range"),
@@ -84,7 +87,9 @@ def test_missing_required_column_is_a_clear_error():
 def test_bad_fraction_threshold_fails_with_the_main_reason():
     _, _, report = validate(frame(event=["impression", "like", "wave"]), NAMES)
     check_bad_fraction(report, 0.7, "q.parquet")  # 2/3 ≤ 0.7: passes
-    with pytest.raises(ContractError, match=r"66\.67% of rows \(2 of 3\).*unknown_event \(2\).*q\.parquet"):
+    with pytest.raises(
+        ContractError, match=r"66\.67% of rows \(2 of 3\).*unknown_event \(2\).*q\.parquet"
+    ):
         check_bad_fraction(report, 0.5, "q.parquet")
 
 

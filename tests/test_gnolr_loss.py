@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.gnolr import GNOLR, GNOLRConfig, GNOLREmbeddings, resolve_gamma, thresholds_from_base_rates
+from models.gnolr import (
+    GNOLR,
+    GNOLRConfig,
+    GNOLREmbeddings,
+    resolve_gamma,
+    thresholds_from_base_rates,
+)
 from models.losses.gnolr import gnolr_loss, subtask_nll
 
 
@@ -22,11 +28,13 @@ LEVELS = torch.tensor([0, 1, 2])
 def test_two_level_subtask_losses_match_hand_computation():
     nll = subtask_nll(LOGITS, LEVELS).numpy()
     p1, p2 = sig(0.5), sig(-1.0)  # P(k > 1), P(k > 2)
-    expected = np.array([
-        [-math.log(1 - p1), -math.log(1 - p1)],      # no feedback: class 1 in both sub-tasks
-        [-math.log(p1), -math.log(p1 - p2)],         # level 1: top class of t=1, middle class of t=2
-        [-math.log(p1), -math.log(p2)],              # level 2: top class in both
-    ])
+    expected = np.array(
+        [
+            [-math.log(1 - p1), -math.log(1 - p1)],  # no feedback: class 1 in both sub-tasks
+            [-math.log(p1), -math.log(p1 - p2)],  # level 1: top class of t=1, middle class of t=2
+            [-math.log(p1), -math.log(p2)],  # level 2: top class in both
+        ]
+    )
     np.testing.assert_allclose(nll, expected, rtol=1e-9)
     # The same numbers written out: 0.974077, 0.474077, 1.039821, 1.313262.
     np.testing.assert_allclose(expected[:, 1], [0.974077, 1.039821, 1.313262], atol=1e-6)
@@ -41,7 +49,9 @@ def test_three_levels_middle_classes():
     p = [sig(2.0), sig(0.0), sig(-2.0)]
     got = subtask_nll(logits, torch.tensor([1])).numpy()[0]
     # level 1 ⇒ k = 2: t=1 top class, t=2 and t=3 class 2 = P(k>1) − P(k>2)
-    np.testing.assert_allclose(got, [-math.log(p[0]), -math.log(p[0] - p[1]), -math.log(p[0] - p[1])])
+    np.testing.assert_allclose(
+        got, [-math.log(p[0]), -math.log(p[0] - p[1]), -math.log(p[0] - p[1])]
+    )
     got = subtask_nll(logits, torch.tensor([2])).numpy()[0]
     np.testing.assert_allclose(got, [-math.log(p[0]), -math.log(p[1]), -math.log(p[1] - p[2])])
 
@@ -51,7 +61,9 @@ def test_single_level_reduces_to_binary_cross_entropy():
     labels = torch.tensor([1, 0, 0, 1])
     expected = F.binary_cross_entropy_with_logits(logits[:, 0], labels.double())
     assert gnolr_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-12)
-    assert gnolr_loss(logits, labels, nested=False).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert gnolr_loss(logits, labels, nested=False).item() == pytest.approx(
+        expected.item(), rel=1e-12
+    )
 
 
 def test_disordered_probabilities_are_clamped_not_nan():
@@ -102,10 +114,14 @@ def test_nested_scores_are_cumulative_cosines_and_index_vectors_give_the_top_log
     items = rng.normal(size=(6, 3, 5))
     users /= np.linalg.norm(users, axis=-1, keepdims=True)
     items /= np.linalg.norm(items, axis=-1, keepdims=True)
-    emb = GNOLREmbeddings(users, items, gamma=np.array([0.8, 0.8, 0.8]), thresholds=np.array([3.0, 4.0, 5.0]))
+    emb = GNOLREmbeddings(
+        users, items, gamma=np.array([0.8, 0.8, 0.8]), thresholds=np.array([3.0, 4.0, 5.0])
+    )
     u, i = np.array([1]), np.array([4])
     cos = [float(users[1, c] @ items[4, c]) for c in range(3)]
     expected = [0.8 * sum(cos[: c + 1]) - [3.0, 4.0, 5.0][c] for c in range(3)]
     np.testing.assert_allclose(emb.logits(u, i)[0], expected, rtol=1e-5)
     inner = emb.user_vectors(u) @ emb.item_vectors().T
-    np.testing.assert_allclose(inner[0] - 5.0, emb.logits(np.full(6, 1), np.arange(6))[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(
+        inner[0] - 5.0, emb.logits(np.full(6, 1), np.arange(6))[:, -1], rtol=1e-5
+    )

@@ -11,7 +11,9 @@ from serving.retrieval import Retriever, SeenItems
 @pytest.fixture(scope="module")
 def vectors():
     rng = np.random.default_rng(0)
-    return rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)
+    return rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(
+        np.float32
+    )
 
 
 def brute_force(items, query, k, exclude=(), allow=None):
@@ -63,7 +65,9 @@ def test_allow_list_restricts_candidates_and_respects_deny_list(vectors):
     retriever = Retriever(items)
     allow = [np.array([1, 2, 3, 4, 5, 6, 600, -2])]  # out-of-range ids are ignored
     ids, _ = retriever.search(queries[:1], 3, exclude=[np.array([2])], allow=allow)
-    np.testing.assert_array_equal(ids[0], brute_force(items, queries[0], 3, [2], allow=[1, 3, 4, 5, 6]))
+    np.testing.assert_array_equal(
+        ids[0], brute_force(items, queries[0], 3, [2], allow=[1, 3, 4, 5, 6])
+    )
 
 
 def test_index_recall_is_measured_against_exact(vectors):

@@ -65,7 +65,9 @@ def test_unknown_user_gets_the_popular_fallback(client, bundle, pipeline_dir):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fallback"] == "popular"
-    train = pl.read_parquet(pipeline_dir / "data/features/train.parquet").filter(pl.col("level") >= 1)
+    train = pl.read_parquet(pipeline_dir / "data/features/train.parquet").filter(
+        pl.col("level") >= 1
+    )
     counts = np.bincount(train["item_idx"].to_numpy(), minlength=len(bundle.item_ids))
     expected = [str(bundle.item_ids[i]) for i in np.argsort(-counts, kind="stable")[:5]]
     assert [it["item_id"] for it in body["items"]] == expected
@@ -74,11 +76,11 @@ def test_unknown_user_gets_the_popular_fallback(client, bundle, pipeline_dir):
 @pytest.mark.parametrize(
     "payload",
     [
-        {},                                         # missing user_id
-        {"user_id": ""},                            # empty id
-        {"user_id": "u1", "k": 0},                  # k out of range
+        {},  # missing user_id
+        {"user_id": ""},  # empty id
+        {"user_id": "u1", "k": 0},  # k out of range
         {"user_id": "u1", "k": 100000},
-        {"user_id": "u1", "k": "ten"},              # wrong type
+        {"user_id": "u1", "k": "ten"},  # wrong type
         {"user_id": ["u1"]},
     ],
 )
@@ -89,7 +91,9 @@ def test_malformed_requests_get_a_4xx_with_a_message(client, payload):
 
 
 def test_non_json_body_is_a_4xx(client):
-    r = client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/recommend", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert 400 <= r.status_code < 500
 
 

@@ -10,7 +10,9 @@ from features.sources.synthetic import SyntheticConfig, World, examination, pars
 
 @pytest.fixture(scope="module")
 def world_events():
-    return simulate(SyntheticConfig(n_users=500, n_items=300, n_impressions=100_000, seed=3), progress=False)
+    return simulate(
+        SyntheticConfig(n_users=500, n_items=300, n_impressions=100_000, seed=3), progress=False
+    )
 
 
 def counts(events: pl.DataFrame) -> dict[str, int]:
@@ -36,15 +38,21 @@ def test_events_honour_the_contract(world_events):
 
 def test_feedback_follows_its_impression_in_time(world_events):
     events, _ = world_events
-    imp = events.filter(pl.col("event") == "impression").select("session_id", "item_id", pl.col("ts").alias("t0"))
-    fb = events.filter(pl.col("event") != "impression").join(imp, on=["session_id", "item_id"], how="left")
+    imp = events.filter(pl.col("event") == "impression").select(
+        "session_id", "item_id", pl.col("ts").alias("t0")
+    )
+    fb = events.filter(pl.col("event") != "impression").join(
+        imp, on=["session_id", "item_id"], how="left"
+    )
     assert fb["t0"].null_count() == 0
     assert (fb["ts"] >= fb["t0"]).all()
 
 
 def test_logged_propensities_are_the_policy_probabilities():
     # With τ = 0 the policy is the same for every user: π ∝ pop^β.
-    cfg = SyntheticConfig(n_users=50, n_items=6, n_impressions=60_000, slate_size=2, policy_relevance=0.0, seed=1)
+    cfg = SyntheticConfig(
+        n_users=50, n_items=6, n_impressions=60_000, slate_size=2, policy_relevance=0.0, seed=1
+    )
     events, world = simulate(cfg, progress=False)
     imp = events.filter(pl.col("event") == "impression")
     pi = np.exp(world.log_popularity) / np.exp(world.log_popularity).sum()
@@ -55,12 +63,17 @@ def test_logged_propensities_are_the_policy_probabilities():
     se = np.sqrt(pi * (1 - pi) / len(items))
     assert np.all(np.abs(freq - pi) < 4 * se + 1e-9)
     # Second slot: π_i / (1 − π_first).
-    pairs = imp.sort("session_id", "position").group_by("session_id", maintain_order=True).agg(
-        pl.col("item_id"), pl.col("propensity"))
+    pairs = (
+        imp.sort("session_id", "position")
+        .group_by("session_id", maintain_order=True)
+        .agg(pl.col("item_id"), pl.col("propensity"))
+    )
     two = pairs.filter(pl.col("item_id").list.len() == 2)
     a = parse_index(two["item_id"].list.get(0).to_list())
     b = parse_index(two["item_id"].list.get(1).to_list())
-    np.testing.assert_allclose(two["propensity"].list.get(1).to_numpy(), pi[b] / (1 - pi[a]), rtol=1e-6)
+    np.testing.assert_allclose(
+        two["propensity"].list.get(1).to_numpy(), pi[b] / (1 - pi[a]), rtol=1e-6
+    )
 
 
 def test_popularity_biased_logging_concentrates_exposure(world_events):
@@ -93,9 +106,15 @@ def test_same_seed_same_log_and_world_roundtrip(tmp_path):
 
 
 def test_corrupted_rows_are_caught_by_the_validator():
-    cfg = SyntheticConfig(n_users=40, n_items=30, n_impressions=5_000, bad_row_fraction=0.01, seed=2)
+    cfg = SyntheticConfig(
+        n_users=40, n_items=30, n_impressions=5_000, bad_row_fraction=0.01, seed=2
+    )
     events, _ = simulate(cfg, progress=False)
     _, quarantine, report = validate(events, EventNames())
     assert report.n_bad == quarantine.height == 52  # 1 % of the clean rows
-    assert set(report.bad_by_reason) <= {"null_user_id", "unknown_event", "propensity_out_of_range",
-                                         "bad_timestamp"}
+    assert set(report.bad_by_reason) <= {
+        "null_user_id",
+        "unknown_event",
+        "propensity_out_of_range",
+        "bad_timestamp",
+    }

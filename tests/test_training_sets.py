@@ -16,24 +16,40 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def ev(user, item, event, minutes, session="s", propensity=None, position=None):
-    return {"user_id": user, "item_id": item, "event": event, "ts": T0 + timedelta(minutes=minutes),
-            "session_id": session, "position": position, "propensity": propensity}
+    return {
+        "user_id": user,
+        "item_id": item,
+        "event": event,
+        "ts": T0 + timedelta(minutes=minutes),
+        "session_id": session,
+        "position": position,
+        "propensity": propensity,
+    }
 
 
 def units_of(rows):
     valid, _, report = validate(pl.DataFrame(rows), EventNames())
     assert report.n_bad == 0
-    return impression_units(valid.lazy(), EventNames()).collect().sort("user_id", "item_id", "session_id")
+    return (
+        impression_units(valid.lazy(), EventNames())
+        .collect()
+        .sort("user_id", "item_id", "session_id")
+    )
 
 
 def test_level_is_the_deepest_feedback_with_cumulative_indicators():
-    units = units_of([
-        ev("a", "x", "impression", 0, propensity=0.2, position=3), ev("a", "x", "click", 1),
-        ev("a", "x", "cart", 2),
-        ev("b", "x", "impression", 0), ev("b", "x", "purchase", 5),  # purchase without click or cart
-        ev("c", "x", "impression", 0), ev("c", "x", "love", 1),
-        ev("d", "y", "click", 7, session=None),  # feedback without a logged impression
-    ])
+    units = units_of(
+        [
+            ev("a", "x", "impression", 0, propensity=0.2, position=3),
+            ev("a", "x", "click", 1),
+            ev("a", "x", "cart", 2),
+            ev("b", "x", "impression", 0),
+            ev("b", "x", "purchase", 5),  # purchase without click or cart
+            ev("c", "x", "impression", 0),
+            ev("c", "x", "love", 1),
+            ev("d", "y", "click", 7, session=None),  # feedback without a logged impression
+        ]
+    )
     by_user = {r["user_id"]: r for r in units.to_dicts()}
     assert by_user["a"]["level"] == 2 and by_user["a"]["propensity_logged"] == 0.2
     assert by_user["a"]["position"] == 3 and by_user["a"]["ts"] == T0
@@ -44,8 +60,13 @@ def test_level_is_the_deepest_feedback_with_cumulative_indicators():
 
 
 def test_same_item_in_two_sessions_is_two_impressions():
-    units = units_of([ev("a", "x", "impression", 0, session="s1"), ev("a", "x", "impression", 60, session="s2"),
-                      ev("a", "x", "click", 61, session="s2")])
+    units = units_of(
+        [
+            ev("a", "x", "impression", 0, session="s1"),
+            ev("a", "x", "impression", 60, session="s2"),
+            ev("a", "x", "click", 61, session="s2"),
+        ]
+    )
     assert units["level"].to_list() == [0, 1]
 
 
@@ -56,8 +77,11 @@ def test_split_is_temporal_and_vocabularies_cover_every_id():
         if m % 3 == 0:
             rows.append(ev(f"u{m % 7}", f"i{m % 13}", "click", m + 0.5, session=f"s{m}"))
     valid, _, _ = validate(pl.DataFrame(rows), EventNames())
-    sets = build_training_sets(valid.lazy(), EventNames(),
-                               FeaturesConfig(split=SplitConfig(valid_fraction=0.2, test_fraction=0.1)))
+    sets = build_training_sets(
+        valid.lazy(),
+        EventNames(),
+        FeaturesConfig(split=SplitConfig(valid_fraction=0.2, test_fraction=0.1)),
+    )
     tr, va, te = (sets.splits[s] for s in ("train", "valid", "test"))
     assert (tr.height, va.height, te.height) == (70, 20, 10)
     assert tr["ts"].max() < va["ts"].min() and va["ts"].max() < te["ts"].min()
@@ -70,9 +94,13 @@ def test_split_is_temporal_and_vocabularies_cover_every_id():
 
 
 def test_estimated_propensity_on_the_full_item_index_with_a_floor():
-    theta = estimate_item_propensity(np.array([100, 25, 0, 4]), PropensityConfig(eta=0.5, floor=0.01))
+    theta = estimate_item_propensity(
+        np.array([100, 25, 0, 4]), PropensityConfig(eta=0.5, floor=0.01)
+    )
     np.testing.assert_allclose(theta, [1.0, 0.5, 0.01, 0.2])
-    assert estimate_item_propensity(np.zeros(3), PropensityConfig(floor=0.05)).tolist() == [0.05] * 3
+    assert (
+        estimate_item_propensity(np.zeros(3), PropensityConfig(floor=0.05)).tolist() == [0.05] * 3
+    )
     with pytest.raises(ValueError):
         PropensityConfig(eta=-1)
     with pytest.raises(ValueError):

@@ -42,7 +42,9 @@ class SyntheticConfig(BaseModel):
 
     n_users: int = Field(3000, ge=2, description="number of users")
     n_items: int = Field(2000, ge=2, description="number of items in the catalogue")
-    n_impressions: int = Field(600_000, ge=10, description="logged impressions (slates × slate size)")
+    n_impressions: int = Field(
+        600_000, ge=10, description="logged impressions (slates × slate size)"
+    )
     slate_size: int = Field(10, ge=1, le=100)
     dim: int = Field(8, ge=1, description="dimension of each latent factor block")
     affinity_scale: float = Field(1.5, gt=0, description="σ_a, weight of each factor block")
@@ -86,7 +88,9 @@ class World:
     def affinities(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Affinities (A_click, A_cart, A_purchase, A_love) of aligned pairs, shape (4, n)."""
         dots = np.einsum("bnd,bnd->bn", self.user_factors[:, users], self.item_factors[:, items])
-        return self._nest(dots * self.affinity_scale, self.quality_weight * self.item_quality[items])
+        return self._nest(
+            dots * self.affinity_scale, self.quality_weight * self.item_quality[items]
+        )
 
     def affinity_matrix(self, users: np.ndarray) -> np.ndarray:
         """Affinities of ``users`` against every item, shape (4, len(users), n_items)."""
@@ -134,8 +138,13 @@ class World:
         with np.load(path) as z:
             scale, weight = z["scalars"]
             return cls(
-                z["user_factors"], z["item_factors"], z["item_quality"], z["log_popularity"],
-                z["biases"], float(scale), float(weight),
+                z["user_factors"],
+                z["item_factors"],
+                z["item_quality"],
+                z["log_popularity"],
+                z["biases"],
+                float(scale),
+                float(weight),
             )
 
 
@@ -165,7 +174,9 @@ def make_world(cfg: SyntheticConfig, rng: np.random.Generator) -> World:
     z = (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
     rho = cfg.quality_popularity_corr
     quality = rho * z + np.sqrt(1 - rho**2) * rng.normal(size=cfg.n_items)
-    return World(users, items, quality, log_pop, np.zeros(4), cfg.affinity_scale, cfg.quality_weight)
+    return World(
+        users, items, quality, log_pop, np.zeros(4), cfg.affinity_scale, cfg.quality_weight
+    )
 
 
 def _solve_bias(aff: np.ndarray, weight: np.ndarray, target: float) -> float:
@@ -221,7 +232,9 @@ def _sample_slates(
     return rows, items, np.clip(propensity, 1e-12, 1.0)
 
 
-def simulate(cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True) -> tuple[pl.DataFrame, World]:
+def simulate(
+    cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True
+) -> tuple[pl.DataFrame, World]:
     """Simulate a logged event table (contract columns, ts as datetime) and its ground truth."""
     rng = np.random.default_rng(cfg.seed)
     world = make_world(cfg, rng)
@@ -236,7 +249,9 @@ def simulate(cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True
     for start in tqdm(steps, desc="simulate slates", disable=not progress, unit="chunk"):
         users = req_user[start : start + chunk_rows]
         aff_click = world.click_affinity_matrix(users)
-        rows, items, prop = _sample_slates(base_logit + cfg.policy_relevance * aff_click, cfg.slate_size, rng)
+        rows, items, prop = _sample_slates(
+            base_logit + cfg.policy_relevance * aff_click, cfg.slate_size, rng
+        )
         chunks["req"].append(rows + start)
         chunks["item"].append(items)
         chunks["prop"].append(prop)
@@ -254,7 +269,9 @@ def simulate(cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True
     # Σ e·σ(b + A) / n = click rate, i.e. the e-weighted mean hits click_rate · n / Σ e.
     mean_exam = float(exam[calib].mean())
     if cfg.click_rate >= mean_exam:
-        raise ValueError(f"click_rate {cfg.click_rate} must be below the mean examination {mean_exam:.3f}")
+        raise ValueError(
+            f"click_rate {cfg.click_rate} must be below the mean examination {mean_exam:.3f}"
+        )
     b[0] = _solve_bias(aff[0, calib], exam[calib], cfg.click_rate / mean_exam)
     p_click = exam * _sigmoid(b[0] + aff[0])
     b[1] = _solve_bias(aff[1, calib], p_click[calib], cfg.cart_rate)
@@ -307,7 +324,9 @@ def simulate(cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True
         .sort(Col.TS)
     )
     if cfg.bad_row_fraction > 0:
-        events = pl.concat([events, _corrupt(events, cfg.bad_row_fraction, rng)]).sort(Col.TS, nulls_last=True)
+        events = pl.concat([events, _corrupt(events, cfg.bad_row_fraction, rng)]).sort(
+            Col.TS, nulls_last=True
+        )
     return events, world
 
 
@@ -318,7 +337,13 @@ def _corrupt(events: pl.DataFrame, fraction: float, rng: np.random.Generator) ->
     kind = rng.integers(0, 4, n)
     return bad.with_columns(
         pl.when(pl.Series(kind == 0)).then(None).otherwise(pl.col(Col.USER)).alias(Col.USER),
-        pl.when(pl.Series(kind == 1)).then(pl.lit("bogus_event")).otherwise(pl.col(Col.EVENT).cast(pl.String)).alias(Col.EVENT),
-        pl.when(pl.Series(kind == 2)).then(pl.lit(1.5)).otherwise(pl.col(Col.PROPENSITY)).alias(Col.PROPENSITY),
+        pl.when(pl.Series(kind == 1))
+        .then(pl.lit("bogus_event"))
+        .otherwise(pl.col(Col.EVENT).cast(pl.String))
+        .alias(Col.EVENT),
+        pl.when(pl.Series(kind == 2))
+        .then(pl.lit(1.5))
+        .otherwise(pl.col(Col.PROPENSITY))
+        .alias(Col.PROPENSITY),
         pl.when(pl.Series(kind == 3)).then(None).otherwise(pl.col(Col.TS)).alias(Col.TS),
     )

@@ -25,7 +25,9 @@ def subtask_nll(logits: torch.Tensor, level: torch.Tensor, eps: float = 1e-6) ->
     use the exact ``softplus`` forms.
     """
     if logits.dim() != 2 or level.dim() != 1 or logits.shape[0] != level.shape[0]:
-        raise ValueError(f"expected logits (B, T) and level (B,), got {tuple(logits.shape)}, {tuple(level.shape)}")
+        raise ValueError(
+            f"expected logits (B, T) and level (B,), got {tuple(logits.shape)}, {tuple(level.shape)}"
+        )
     n_levels = logits.shape[1]
     t = torch.arange(1, n_levels + 1, device=logits.device)
     passed = torch.minimum(level.long().unsqueeze(1), t.unsqueeze(0))  # thresholds passed, (B, T)
@@ -41,7 +43,9 @@ def subtask_nll(logits: torch.Tensor, level: torch.Tensor, eps: float = 1e-6) ->
     return nll
 
 
-def gnolr_loss(logits: torch.Tensor, level: torch.Tensor, nested: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def gnolr_loss(
+    logits: torch.Tensor, level: torch.Tensor, nested: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
     """Mean over samples of Σ_t L_t (``nested``) or of L_T alone (the full ordinal NLL)."""
     nll = subtask_nll(logits, level, eps)
     return nll.sum(dim=1).mean() if nested else nll[:, -1].mean()

@@ -26,29 +26,27 @@ def ranking_metrics(
     test_users: np.ndarray,
     test_items: np.ndarray,
     test_levels: np.ndarray,
-    names: Sequence[str],
+    level: int,
+    name: str,
     n_items: int,
     ks: Sequence[int],
 ) -> dict[str, float]:
-    """Recall@k, NDCG@k and MRR@k per level over the full catalogue.
+    """Recall@k, NDCG@k and MRR@k of one level over the full catalogue.
 
-    For level c, the relevant items of a user are its test items with level ≥ c; users without any
-    are skipped for that level. ``recommend`` must already exclude each user's training items.
+    For level c (1-based), a user's relevant items are its test items with level ≥ c; users without
+    any are skipped. ``recommend`` must already exclude each user's training items.
     """
-    kmax = max(ks)
-    pos = test_levels >= 1
-    users = np.unique(test_users[pos])
+    rel = test_levels >= level
+    users = np.unique(test_users[rel])
     if users.size == 0:
         return {}
-    top = recommend(users, kmax)
-    out: dict[str, float] = {"n_users_ranked": float(users.size)}
-    for c, name in enumerate(names, start=1):
-        rel = test_levels >= c
-        hits = hit_matrix(top, users, test_users[rel], test_items[rel], n_items)
-        n_rel = _count_distinct_per_user(users, test_users[rel], test_items[rel])
-        for k in ks:
-            for metric, value in recall_ndcg_mrr(hits, n_rel, k).items():
-                out[f"{metric}_at_{k}/{name}"] = value
+    top = recommend(users, max(ks))
+    hits = hit_matrix(top, users, test_users[rel], test_items[rel], n_items)
+    n_rel = _count_distinct_per_user(users, test_users[rel], test_items[rel])
+    out: dict[str, float] = {f"n_users/{name}": float(users.size)}
+    for k in ks:
+        for metric, value in recall_ndcg_mrr(hits, n_rel, k).items():
+            out[f"{metric}_at_{k}/{name}"] = value
     return out
 
 

@@ -31,8 +31,25 @@ class GNOLRConfig(BaseModel):
         description="γ, inverse temperature: one value, one per level, or 'auto' = 0.9 × the "
         "largest shared γ that keeps P(k>c) ≥ P(k>c+1)",
     )
-    nested: bool = Field(True, description="nested embedding s_c = Σ_{j≤c} cos_j (False: GNOLR-V0)")
-    loss: Literal["nested", "full"] = Field("nested", description="Σ_t L_t, or only L_T (GNOLR-V1)")
+    scoring: Literal["nested", "independent", "shared"] = Field(
+        "nested",
+        description="s_c = Σ_{j≤c} cos_j (nested); cos_c of level c's own heads (independent, "
+        "GNOLR-V0); one cosine for every level (shared, naive neural OLR)",
+    )
+    loss: Literal["nested", "full", "bce"] = Field(
+        "nested",
+        description="Σ_t L_t (nested); only the full ordinal NLL L_T (full, GNOLR-V1); Σ_c BCE of "
+        "P(k>c) against level ≥ c (bce, multi-task BCE)",
+    )
+    learned_thresholds: bool = Field(
+        False, description="learn a = a_1 + cumsum(exp(δ)) (ordered) instead of fixing it"
+    )
+    threshold_pull: float = Field(
+        1.0, ge=0, description="weight of the MSE pull of learned thresholds towards −logit(p_c)"
+    )
+    listwise_weight: float = Field(
+        0.0, ge=0, description="weight of the in-batch softmax term per level (0 = off)"
+    )
     eps: float = Field(1e-6, gt=0, lt=0.1, description="clamp of the probability differences")
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -58,22 +75,34 @@ def max_shared_gamma(thresholds: np.ndarray) -> float:
     return float(gaps.min()) if gaps.size else math.inf
 
 
+def _worst_case_gap(g: np.ndarray, c: int, scoring: str) -> float:
+    """The largest l_{c+1} − l_c can get before thresholds, for 0-based level c."""
+    if scoring == "nested":  # s_c ∈ [−(c+1), c+1], s_{c+1} = s_c + cos_{c+1}
+        return abs(g[c] - g[c + 1]) * (c + 1) + g[c + 1]
+    if scoring == "independent":  # two unrelated cosines in [−1, 1]
+        return g[c] + g[c + 1]
+    return abs(g[c] - g[c + 1])  # shared: one cosine for every level
+
+
 def resolve_gamma(
     gamma: float | list[float] | str,
     thresholds: np.ndarray,
     names: Sequence[str],
-    nested: bool = True,
+    scoring: str = "nested",
 ) -> np.ndarray:
-    """γ per level, validated so that P(k > c) ≥ P(k > c+1) for every possible score.
+    """γ per level, validated so that P(k > c) ≥ P(k > c+1) for every possible embedding.
 
-    With nesting, s_c ∈ [−c, c] and s_{c+1} = s_c + cos_{c+1}; the worst case of
-    ``γ_c s_c − a_c ≥ γ_{c+1} s_{c+1} − a_{c+1}`` gives ``|γ_c − γ_{c+1}|·c + γ_{c+1} < a_{c+1} − a_c``
-    (for a shared γ: γ < a_{c+1} − a_c). Without nesting both scores are one cosine in [−1, 1]:
-    ``|γ_c − γ_{c+1}| + … `` is bounded by ``γ_c + γ_{c+1} < a_{c+1} − a_c`` in the worst case.
+    The ordering needs ``γ_{c+1} s_{c+1} − γ_c s_c < a_{c+1} − a_c`` in the worst case. Nested
+    (s_c ∈ [−c, c], s_{c+1} = s_c + cos): ``|γ_c − γ_{c+1}|·c + γ_{c+1} < a_{c+1} − a_c``, i.e.
+    ``γ < a_{c+1} − a_c`` for a shared γ. Independent cosines: ``γ_c + γ_{c+1} < a_{c+1} − a_c``.
+    One shared cosine: ``|γ_c − γ_{c+1}| < a_{c+1} − a_c``. ``auto`` takes 0.9 × the largest valid
+    shared γ (4.0 where any is valid).
     """
     n = len(thresholds)
     if gamma == "auto":
-        top = max_shared_gamma(thresholds) if nested else max_shared_gamma(thresholds) / 2
+        top = {"nested": 1.0, "independent": 0.5, "shared": math.inf}[scoring] * max_shared_gamma(
+            thresholds
+        )
         return np.full(n, 4.0 if math.isinf(top) else 0.9 * top)
     g = (
         np.full(n, float(gamma))
@@ -86,40 +115,53 @@ def resolve_gamma(
         raise ValueError(f"gamma must be positive, got {g.tolist()}")
     for c in range(n - 1):
         gap = thresholds[c + 1] - thresholds[c]
-        need = abs(g[c] - g[c + 1]) * (c + 1) + g[c + 1] if nested else g[c] + g[c + 1]
+        need = _worst_case_gap(g, c, scoring)
         if not need < gap:
             raise ValueError(
                 f"gamma {g.tolist()} breaks the ordering P(k>c) ≥ P(k>c+1) between levels "
-                f"'{names[c]}' and '{names[c + 1]}': it needs a worst-case logit gap {need:.3f} < "
-                f"a_{names[c + 1]} − a_{names[c]} = {gap:.3f} (thresholds from training base rates). "
-                f"Lower gamma below {gap:.3f} or use gamma: auto."
+                f"'{names[c]}' and '{names[c + 1]}' ({scoring} scoring): it needs a worst-case logit "
+                f"gap {need:.3f} < a_{names[c + 1]} − a_{names[c]} = {gap:.3f} (thresholds from "
+                f"training base rates). Lower gamma or use gamma: auto."
             )
     return g
 
 
 class Tower(nn.Module):
-    """One side of the two-tower model: a shared id embedding and T per-level MLP heads."""
+    """One side of the two-tower model: a shared id embedding and per-level MLP heads."""
 
-    def __init__(self, n_ids: int, n_levels: int, cfg: GNOLRConfig) -> None:
+    def __init__(self, n_ids: int, n_heads: int, cfg: GNOLRConfig) -> None:
         super().__init__()
         self.embedding = nn.Embedding(n_ids, cfg.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
         widths = [cfg.embedding_dim, *cfg.hidden, cfg.dim]
         self.heads = nn.ModuleList()
-        for _ in range(n_levels):
+        for _ in range(n_heads):
             layers: list[nn.Module] = []
             for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
                 layers += [nn.Linear(w_in, w_out), nn.LeakyReLU()]
             self.heads.append(nn.Sequential(*layers[:-1]))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """L2-normalised sub-embeddings e^1..e^T, shape (B, T, d)."""
+        """L2-normalised sub-embeddings of every head, shape (B, H, d)."""
         x = self.embedding(ids)
         return F.normalize(torch.stack([head(x) for head in self.heads], dim=1), dim=-1)
 
 
+def level_scores(cos: torch.Tensor, scoring: str, n_levels: int) -> torch.Tensor:
+    """s_c per level from per-head cosines (B, H): cumulative, as is, or one cosine repeated."""
+    if scoring == "nested":
+        return torch.cumsum(cos, dim=1)
+    if scoring == "shared":
+        return cos[:, :1].expand(-1, n_levels)
+    return cos
+
+
 class GNOLR(nn.Module):
-    """Two towers plus the cumulative-logit link with fixed thresholds a and inverse temperature γ."""
+    """Two towers plus the cumulative-logit link ``l_c = γ_c·s_c − a_c``.
+
+    Thresholds are fixed at a_c = −logit(p_c) or, with ``learned_thresholds``, parametrised as
+    ``a = a_1 + [0, cumsum(exp(δ))]`` so they stay ordered while they learn.
+    """
 
     def __init__(
         self,
@@ -131,31 +173,57 @@ class GNOLR(nn.Module):
     ) -> None:
         super().__init__()
         n_levels = len(thresholds)
-        self.nested = cfg.nested
-        self.user_tower = Tower(n_users, n_levels, cfg)
-        self.item_tower = Tower(n_items, n_levels, cfg)
-        self.register_buffer("thresholds", torch.as_tensor(thresholds, dtype=torch.float32))
+        n_heads = 1 if cfg.scoring == "shared" else n_levels
+        self.scoring = cfg.scoring
+        self.user_tower = Tower(n_users, n_heads, cfg)
+        self.item_tower = Tower(n_items, n_heads, cfg)
+        base = torch.as_tensor(thresholds, dtype=torch.float32)
+        self.register_buffer("base_thresholds", base)
         self.register_buffer("gamma", torch.as_tensor(gamma, dtype=torch.float32))
+        self.learned = cfg.learned_thresholds
+        if self.learned:
+            self.a1 = nn.Parameter(base[:1].clone())
+            self.log_gaps = nn.Parameter(torch.log(torch.clamp(torch.diff(base), min=1e-3)))
 
     @property
     def n_levels(self) -> int:
-        return int(self.thresholds.numel())
+        return int(self.base_thresholds.numel())
 
-    def scores(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """s_c per level from sub-embeddings (B, T, d): cumulative cosines if nested, else cos_c."""
-        cos = (user_emb * item_emb).sum(dim=-1)
-        return torch.cumsum(cos, dim=1) if self.nested else cos
+    @property
+    def thresholds(self) -> torch.Tensor:
+        if not self.learned:
+            return self.base_thresholds
+        return torch.cat([self.a1, self.a1 + torch.cumsum(torch.exp(self.log_gaps), dim=0)])
+
+    def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_tower(users), self.item_tower(items)
+
+    def logits_from(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """l_c = γ_c·s_c − a_c from aligned sub-embeddings (B, H, d), shape (B, T)."""
+        s = level_scores((user_emb * item_emb).sum(dim=-1), self.scoring, self.n_levels)
+        return self.gamma * s - self.thresholds
+
+    def level_vectors(
+        self, user_emb: torch.Tensor, item_emb: torch.Tensor, level: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query, item) vectors of 0-based ``level`` whose inner product is γ_c·s_c."""
+        if self.scoring == "nested":
+            u, i = user_emb[:, : level + 1].flatten(1), item_emb[:, : level + 1].flatten(1)
+        else:
+            head = 0 if self.scoring == "shared" else level
+            u, i = user_emb[:, head], item_emb[:, head]
+        return u * self.gamma[level], i
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Cumulative logits l_c = γ_c·s_c − a_c, shape (B, T)."""
-        s = self.scores(self.user_tower(users), self.item_tower(items))
-        return self.gamma * s - self.thresholds
+        """Cumulative logits l_c, shape (B, T)."""
+        return self.logits_from(*self.embed(users, items))
 
 
 class GNOLREmbeddings:
     """A trained GNOLR reduced to its sub-embeddings: everything retrieval and serving need.
 
-    ``users`` (n_users, T, d) and ``items`` (n_items, T, d) are the L2-normalised sub-embeddings.
+    ``users`` (n_users, H, d) and ``items`` (n_items, H, d) are the L2-normalised sub-embeddings
+    (H = T heads, or 1 for shared scoring).
     """
 
     def __init__(
@@ -164,42 +232,61 @@ class GNOLREmbeddings:
         items: np.ndarray,
         gamma: np.ndarray,
         thresholds: np.ndarray,
-        nested: bool = True,
+        scoring: str = "nested",
     ) -> None:
         if users.ndim != 3 or items.ndim != 3 or users.shape[1:] != items.shape[1:]:
             raise ValueError(
-                f"sub-embeddings must be (n, T, d) on both sides, got {users.shape}, {items.shape}"
+                f"sub-embeddings must be (n, H, d) on both sides, got {users.shape}, {items.shape}"
             )
         self.users = users.astype(np.float32)
         self.items = items.astype(np.float32)
         self.gamma = np.asarray(gamma, dtype=np.float64)
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        self.nested = nested
+        self.scoring = scoring
 
     @property
     def n_levels(self) -> int:
-        return self.users.shape[1]
+        return len(self.thresholds)
 
     def logits(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """l_c = γ_c·s_c − a_c of aligned (user, item) index pairs, shape (n, T)."""
-        cos = np.einsum("ntd,ntd->nt", self.users[users], self.items[items]).astype(np.float64)
-        s = np.cumsum(cos, axis=1) if self.nested else cos
+        cos = np.einsum("nhd,nhd->nh", self.users[users], self.items[items]).astype(np.float64)
+        if self.scoring == "nested":
+            s = np.cumsum(cos, axis=1)
+        elif self.scoring == "shared":
+            s = np.repeat(cos[:, :1], self.n_levels, axis=1)
+        else:
+            s = cos
         return self.gamma * s - self.thresholds
 
     def probabilities(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """P(k > c) for aligned pairs, shape (n, T)."""
         return 1.0 / (1.0 + np.exp(-self.logits(users, items)))
 
+    def level_vectors(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) vectors whose inner product is γ_c·s_c, for 0-based ``level`` c.
+
+        Nested: the prefixes E^c; independent: level c's own head; shared: the one head.
+        """
+        if self.scoring == "nested":
+            u, i = self.users[:, : level + 1], self.items[:, : level + 1]
+        else:
+            head = 0 if self.scoring == "shared" else level
+            u, i = self.users[:, head], self.items[:, head]
+        u = u.reshape(len(u), -1) * self.gamma[level]
+        return (
+            np.ascontiguousarray(u, dtype=np.float32),
+            np.ascontiguousarray(i.reshape(len(i), -1), dtype=np.float32),
+        )
+
     def item_vectors(self) -> np.ndarray:
-        """Item side of the one index: E_i^T (nested) or e_i^T, float32 (n_items, D)."""
-        vec = self.items.reshape(len(self.items), -1) if self.nested else self.items[:, -1]
-        return np.ascontiguousarray(vec, dtype=np.float32)
+        """Item side of the one serving index: the deepest level's vectors (E_i^T when nested)."""
+        return self.level_vectors(self.n_levels - 1)[1]
 
     def user_vectors(self, users: np.ndarray | None = None) -> np.ndarray:
-        """Query side, scaled by γ_T so that <query, item vector> + (−a_T) is the deepest logit."""
-        emb = self.users if users is None else self.users[users]
-        vec = emb.reshape(len(emb), -1) if self.nested else emb[:, -1]
-        return np.ascontiguousarray(vec * self.gamma[-1], dtype=np.float32)
+        """Query side, scaled by γ_T so that <query, item vector> − a_T is the deepest logit."""
+        vectors = self.level_vectors(self.n_levels - 1)[0]
+        return vectors if users is None else vectors[users]
 
     def save(self, path) -> None:
         np.savez(
@@ -208,19 +295,19 @@ class GNOLREmbeddings:
             items=self.items,
             gamma=self.gamma,
             thresholds=self.thresholds,
-            nested=np.array(self.nested),
+            scoring=np.array(self.scoring),
         )
 
     @classmethod
     def load(cls, path) -> GNOLREmbeddings:
         with np.load(path) as z:
-            return cls(z["users"], z["items"], z["gamma"], z["thresholds"], bool(z["nested"]))
+            return cls(z["users"], z["items"], z["gamma"], z["thresholds"], str(z["scoring"]))
 
     @classmethod
     @torch.no_grad()
     def from_model(cls, model: GNOLR, batch_size: int = 65536) -> GNOLREmbeddings:
         model = model.eval()
-        device = model.thresholds.device
+        device = model.gamma.device
 
         def embed(tower: Tower) -> np.ndarray:
             n = tower.embedding.num_embeddings
@@ -234,6 +321,6 @@ class GNOLREmbeddings:
             embed(model.user_tower),
             embed(model.item_tower),
             model.gamma.cpu().numpy(),
-            model.thresholds.cpu().numpy(),
-            model.nested,
+            model.thresholds.detach().cpu().numpy(),
+            model.scoring,
         )

@@ -86,3 +86,21 @@ def graded_ndcg(top_gains: np.ndarray, all_gains: np.ndarray, k: int) -> float:
     ideal = -np.sort(-best, axis=1) @ disc[: best.shape[1]]
     keep = ideal > 0
     return float((dcg[keep] / ideal[keep]).mean()) if keep.any() else float("nan")
+
+
+def gauc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Group AUC: per-group AUC averaged with weights = group size, over groups with both classes.
+
+    GAUC = Σ_g n_g·AUC_g / Σ_g n_g (groups are users); ``nan`` when no group has both classes.
+    """
+    order = np.argsort(groups, kind="stable")
+    groups, scores, labels = groups[order], scores[order], np.asarray(labels)[order].astype(bool)
+    bounds = np.r_[0, np.flatnonzero(np.diff(groups)) + 1, groups.size]
+    total, weight = 0.0, 0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        y = labels[lo:hi]
+        if y.all() or not y.any():
+            continue
+        total += auc(scores[lo:hi], y) * (hi - lo)
+        weight += hi - lo
+    return total / weight if weight else float("nan")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.gnolr import GNOLR, GNOLRConfig
-from models.losses.gnolr import gnolr_loss
+from models.losses.gnolr import gnolr_loss, listwise_loss
 from models.metrics import auc
 
 MONITOR = "valid/auc_product"
@@ -30,10 +30,22 @@ class GNOLRModule(L.LightningModule):
         self._valid: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _loss(self, batch) -> torch.Tensor:
+        """The configured ordinal loss, plus the listwise term and the threshold pull when on."""
         users, items, level = batch
-        return gnolr_loss(
-            self.model(users, items), level, nested=self.cfg.loss == "nested", eps=self.cfg.eps
+        user_emb, item_emb = self.model.embed(users, items)
+        loss = gnolr_loss(
+            self.model.logits_from(user_emb, item_emb), level, self.cfg.loss, self.cfg.eps
         )
+        if self.cfg.listwise_weight > 0:
+            pairs = [
+                self.model.level_vectors(user_emb, item_emb, c) for c in range(self.model.n_levels)
+            ]
+            lw = listwise_loss([q for q, _ in pairs], [v for _, v in pairs], level)
+            loss = loss + self.cfg.listwise_weight * lw
+        if self.model.learned and self.cfg.threshold_pull > 0:
+            pull = torch.mean((self.model.thresholds - self.model.base_thresholds) ** 2)
+            loss = loss + self.cfg.threshold_pull * pull
+        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -50,7 +62,7 @@ class GNOLRModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         users, items, level = batch
         logits = self.model(users, items)
-        loss = gnolr_loss(logits, level, nested=self.cfg.loss == "nested", eps=self.cfg.eps)
+        loss = gnolr_loss(logits, level, self.cfg.loss, self.cfg.eps)
         self.log("valid/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         self._valid.append((logits.detach().cpu(), level.detach().cpu()))
 

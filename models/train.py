@@ -65,7 +65,7 @@ def fit_gnolr(
     before any training starts.
     """
     thresholds = thresholds_from_base_rates(base_rates)
-    gamma = resolve_gamma(cfg.gamma, thresholds, level_names, nested=cfg.nested)
+    gamma = resolve_gamma(cfg.gamma, thresholds, level_names, scoring=cfg.scoring)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = GNOLR(n_users, n_items, thresholds, gamma, cfg)
     module = GNOLRModule(model, cfg, level_names)

@@ -1,9 +1,9 @@
 """Stage `evaluate`: one metric set for GNOLR and the popularity baseline.
 
-AUC per level on the test impressions; Recall/NDCG/MRR@K per level over the full catalogue,
-excluding each user's training items, through the same retrieval path as the service; on simulated
-data also NDCG@K against the true probabilities. Writes data/metrics/evaluate.json and logs
-``test/<metric>`` to each model's MLflow run.
+AUC and GAUC per level on the test impressions; Recall/NDCG/MRR@K per level over the full
+catalogue, excluding each user's training positives, through the same retrieval path as the
+service; on simulated data also NDCG@K against the true probabilities (serving/evaluation.py).
+Writes data/metrics/evaluate.json and logs ``test/<metric>`` to each model's MLflow run.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import numpy as np
 import polars as pl
 
 from features.sources.synthetic import World, parse_index
-from models.evaluation import auc_by_level, ground_truth_ndcg, ranking_metrics
+from models.baselines import PopularityScorer
 from models.gnolr import GNOLREmbeddings
 from models.popularity import popularity_counts
 from pipelines.common import start_run, tracking_uri, write_json
 from pipelines.params import load_params
-from serving.retrieval import Retriever, SeenItems
+from serving.evaluation import TestData, TrueGain, evaluate_scorer
+from serving.retrieval import SeenItems
 
 FEATURES = Path("data/features")
 MODEL = Path("data/models/gnolr")
@@ -30,72 +31,53 @@ WORLD = Path("data/ingest/world.npz")
 METRICS = Path("data/metrics/evaluate.json")
 
 
-def recommender(retriever: Retriever, user_vectors: np.ndarray, seen: SeenItems, batch: int = 1024):
-    """A ``(users, k) -> top items`` function over ``retriever`` that excludes seen items."""
+def load_test_data(features_dir: Path) -> tuple[TestData, pl.DataFrame]:
+    """The test split as :class:`TestData`, and the training rows (for baselines)."""
+    meta = json.loads((features_dir / "meta.json").read_text())
+    cols = ["user_idx", "item_idx", "level"]
+    train = pl.read_parquet(features_dir / "train.parquet", columns=cols)
+    test = pl.read_parquet(features_dir / "test.parquet", columns=cols)
+    pos = train.filter(pl.col("level") >= 1)
+    seen = SeenItems.from_pairs(
+        pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), meta["n_users"]
+    )
+    data = TestData(
+        *(test[c].to_numpy() for c in cols),
+        seen=seen,
+        names=meta["levels"],
+        n_items=meta["n_items"],
+    )
+    return data, train
 
-    def recommend(users: np.ndarray, k: int) -> np.ndarray:
-        out = []
-        for start in range(0, users.size, batch):
-            chunk = users[start : start + batch]
-            ids, _ = retriever.search(user_vectors[chunk], k, exclude=[seen[u] for u in chunk])
-            out.append(ids)
-        return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
-    return recommend
+def true_gain_fn(features_dir: Path, world: World, names: list[str]) -> TrueGain:
+    """True P(level) of every catalogue item for given users, from the simulator's world."""
+    users = pl.read_parquet(features_dir / "users.parquet").sort("user_idx")["user_id"].to_list()
+    items = pl.read_parquet(features_dir / "items.parquet").sort("item_idx")["item_id"].to_list()
+    sim_user, sim_item = parse_index(users), parse_index(items)
+
+    def true_gain(batch: np.ndarray) -> dict[str, np.ndarray]:
+        aff = world.affinity_matrix(sim_user[batch])[:, :, sim_item]
+        probs = world.true_probabilities(aff)
+        return {name: probs[name] for name in names}
+
+    return true_gain
 
 
 def evaluate(
     features_dir: Path, embeddings: GNOLREmbeddings, world: World | None, ks: list[int]
 ) -> dict:
     """Metrics of GNOLR and popularity on the test split, keyed by model name."""
-    meta = json.loads((features_dir / "meta.json").read_text())
-    names, n_items, n_users = meta["levels"], meta["n_items"], meta["n_users"]
-    train = pl.read_parquet(
-        features_dir / "train.parquet", columns=["user_idx", "item_idx", "level"]
+    data, train = load_test_data(features_dir)
+    names = list(data.names)
+    counts = popularity_counts(
+        train["item_idx"].to_numpy(), train["level"].to_numpy(), data.n_items, len(names)
     )
-    test = pl.read_parquet(features_dir / "test.parquet", columns=["user_idx", "item_idx", "level"])
-    tu, ti, tl = (test[c].to_numpy() for c in ("user_idx", "item_idx", "level"))
-    positives = train.filter(pl.col("level") >= 1)
-    seen = SeenItems.from_pairs(
-        positives["user_idx"].to_numpy(), positives["item_idx"].to_numpy(), n_users
-    )
-    pop = popularity_counts(
-        train["item_idx"].to_numpy(), train["level"].to_numpy(), n_items, len(names)
-    )
-
-    gnolr_rec = recommender(Retriever(embeddings.item_vectors()), embeddings.user_vectors(), seen)
-    results = {
-        "gnolr": auc_by_level(embeddings.probabilities(tu, ti), tl, names),
-        "popularity": auc_by_level(pop[ti], tl, names),
+    gain = true_gain_fn(features_dir, world, names) if world is not None else None
+    return {
+        "gnolr": evaluate_scorer(embeddings, data, ks, gain),
+        "popularity": evaluate_scorer(PopularityScorer(counts, data.seen.n_users), data, ks, gain),
     }
-    results["gnolr"].update(ranking_metrics(gnolr_rec, tu, ti, tl, names, n_items, ks))
-    ones = np.ones((n_users, 1), np.float32)
-    pop_recs = {c: recommender(Retriever(pop[:, c : c + 1]), ones, seen) for c in range(len(names))}
-    for c, name in enumerate(names):
-        level_metrics = ranking_metrics(pop_recs[c], tu, ti, tl, [name], n_items, ks)
-        results["popularity"].update(
-            {k: v for k, v in level_metrics.items() if k.endswith(f"/{name}")}
-        )
-
-    if world is not None:
-        users_df = pl.read_parquet(features_dir / "users.parquet").sort("user_idx")
-        items_df = pl.read_parquet(features_dir / "items.parquet").sort("item_idx")
-        sim_user = parse_index(users_df["user_id"].to_list())
-        sim_item = parse_index(items_df["item_id"].to_list())
-
-        def true_gain(users: np.ndarray) -> dict[str, np.ndarray]:
-            probs = world.true_probabilities(world.affinity_matrix(sim_user[users])[:, :, sim_item])
-            return {name: probs[name] for name in names}
-
-        eval_users = np.unique(tu)
-        exclude = [seen[u] for u in eval_users]
-        results["gnolr"].update(
-            ground_truth_ndcg(gnolr_rec, eval_users, true_gain, exclude, names, ks)
-        )
-        for c, name in enumerate(names):
-            gt = ground_truth_ndcg(pop_recs[c], eval_users, true_gain, exclude, [name], ks)
-            results["popularity"].update(gt)
-    return results
 
 
 def main() -> None:
@@ -113,12 +95,9 @@ def main() -> None:
             {f"test/{k}": v for k, v in results["popularity"].items() if np.isfinite(v)}
         )
     deepest = params.contract.levels[-1]
+    keys = (f"auc/{deepest}", f"ndcg_at_10/{deepest}", f"gt_ndcg_at_10/{deepest}")
     for model, m in results.items():
-        line = ", ".join(
-            f"{key} {m[key]:.4f}"
-            for key in (f"auc/{deepest}", f"ndcg_at_10/{deepest}", f"gt_ndcg_at_10/{deepest}")
-            if key in m
-        )
+        line = ", ".join(f"{key} {m[key]:.4f}" for key in keys if key in m)
         print(f"evaluate: {model:<10} {line}")
     print(f"evaluate: all metrics → {METRICS}")
 

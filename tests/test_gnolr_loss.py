@@ -38,9 +38,9 @@ def test_two_level_subtask_losses_match_hand_computation():
     np.testing.assert_allclose(nll, expected, rtol=1e-9)
     # The same numbers written out: 0.974077, 0.474077, 1.039821, 1.313262.
     np.testing.assert_allclose(expected[:, 1], [0.974077, 1.039821, 1.313262], atol=1e-6)
-    nested = gnolr_loss(LOGITS, LEVELS, nested=True).item()
+    nested = gnolr_loss(LOGITS, LEVELS, "nested").item()
     assert nested == pytest.approx(expected.sum(axis=1).mean(), rel=1e-9)
-    full = gnolr_loss(LOGITS, LEVELS, nested=False).item()
+    full = gnolr_loss(LOGITS, LEVELS, "full").item()
     assert full == pytest.approx(expected[:, 1].mean(), rel=1e-9)
 
 
@@ -61,9 +61,7 @@ def test_single_level_reduces_to_binary_cross_entropy():
     labels = torch.tensor([1, 0, 0, 1])
     expected = F.binary_cross_entropy_with_logits(logits[:, 0], labels.double())
     assert gnolr_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-12)
-    assert gnolr_loss(logits, labels, nested=False).item() == pytest.approx(
-        expected.item(), rel=1e-12
-    )
+    assert gnolr_loss(logits, labels, "full").item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_disordered_probabilities_are_clamped_not_nan():

@@ -7,7 +7,8 @@ to ``k̃_t = min(k, t+1)`` and scores it with thresholds 1..t only:
     L_t = −log P_t(k̃_t),  P_t(j) = P(k > j−1) − P(k > j) for j ≤ t,  P_t(t+1) = P(k > t).
 
 The nested loss is ``mean over samples of Σ_t L_t``; the full-NLL ablation (GNOLR-V1) keeps only
-``L_T``. For T = 1 both reduce to binary cross-entropy on ``σ(l_1)``.
+``L_T``; the multi-task BCE baseline uses ``Σ_c BCE(σ(l_c), 1{level ≥ c})``. For T = 1 all three
+reduce to binary cross-entropy on ``σ(l_1)``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,33 @@ def subtask_nll(logits: torch.Tensor, level: torch.Tensor, eps: float = 1e-6) ->
 
 
 def gnolr_loss(
-    logits: torch.Tensor, level: torch.Tensor, nested: bool = True, eps: float = 1e-6
+    logits: torch.Tensor, level: torch.Tensor, kind: str = "nested", eps: float = 1e-6
 ) -> torch.Tensor:
-    """Mean over samples of Σ_t L_t (``nested``) or of L_T alone (the full ordinal NLL)."""
+    """Mean over samples of Σ_t L_t (``nested``), of L_T alone (``full``), or of Σ_c BCE (``bce``)."""
+    if kind == "bce":
+        reached = level.unsqueeze(1) >= torch.arange(1, logits.shape[1] + 1, device=logits.device)
+        bce = F.binary_cross_entropy_with_logits(logits, reached.to(logits.dtype), reduction="none")
+        return bce.sum(dim=1).mean()
+    if kind not in ("nested", "full"):
+        raise ValueError(f"unknown GNOLR loss {kind!r}; use nested, full or bce")
     nll = subtask_nll(logits, level, eps)
-    return nll.sum(dim=1).mean() if nested else nll[:, -1].mean()
+    return nll.sum(dim=1).mean() if kind == "nested" else nll[:, -1].mean()
+
+
+def listwise_loss(
+    user_vectors: list[torch.Tensor], item_vectors: list[torch.Tensor], level: torch.Tensor
+) -> torch.Tensor:
+    """In-batch softmax per level: Σ_c mean over rows with level ≥ c of −log softmax_j(q_u·v_j)[i].
+
+    ``user_vectors[c]`` (B, D_c) and ``item_vectors[c]`` (B, D_c) are the level-c query and item
+    vectors of the batch's aligned pairs (their inner product is γ_c·s_c); the other items of the
+    batch serve as negatives.
+    """
+    total = level.new_zeros((), dtype=user_vectors[0].dtype)
+    for c, (q, v) in enumerate(zip(user_vectors, item_vectors, strict=True), start=1):
+        rows = torch.nonzero(level >= c).squeeze(1)
+        if rows.numel() == 0:
+            continue
+        scores = q[rows] @ v.T  # (P, B)
+        total = total + F.cross_entropy(scores, rows)
+    return total

@@ -50,11 +50,15 @@ def load_test_data(features_dir: Path) -> tuple[TestData, pl.DataFrame]:
     return data, train
 
 
-def true_gain_fn(features_dir: Path, world: World, names: list[str]) -> TrueGain:
-    """True P(level) of every catalogue item for given users, from the simulator's world."""
-    users = pl.read_parquet(features_dir / "users.parquet").sort("user_idx")["user_id"].to_list()
-    items = pl.read_parquet(features_dir / "items.parquet").sort("item_idx")["item_id"].to_list()
-    sim_user, sim_item = parse_index(users), parse_index(items)
+def true_gain_fn(
+    users: pl.DataFrame, items: pl.DataFrame, world: World, names: list[str]
+) -> TrueGain:
+    """True P(level) of every catalogue item for given users, from the simulator's world.
+
+    ``users``/``items`` are the vocabularies (``user_id, user_idx`` / ``item_id, item_idx``).
+    """
+    sim_user = parse_index(users.sort("user_idx")["user_id"].to_list())
+    sim_item = parse_index(items.sort("item_idx")["item_id"].to_list())
 
     def true_gain(batch: np.ndarray) -> dict[str, np.ndarray]:
         aff = world.affinity_matrix(sim_user[batch])[:, :, sim_item]
@@ -73,7 +77,10 @@ def evaluate(
     counts = popularity_counts(
         train["item_idx"].to_numpy(), train["level"].to_numpy(), data.n_items, len(names)
     )
-    gain = true_gain_fn(features_dir, world, names) if world is not None else None
+    gain = None
+    if world is not None:
+        users = pl.read_parquet(features_dir / "users.parquet")
+        gain = true_gain_fn(users, pl.read_parquet(features_dir / "items.parquet"), world, names)
     return {
         "gnolr": evaluate_scorer(embeddings, data, ks, gain),
         "popularity": evaluate_scorer(PopularityScorer(counts, data.seen.n_users), data, ks, gain),

@@ -1,0 +1,178 @@
+"""`python -m pipelines.compare`: GNOLR, its ablations and the baselines under one protocol.
+
+Builds the training sets of the configured source in memory (as `ingest` + `features` do), trains
+every model with the same params, evaluates each through the service's retrieval path
+(serving/evaluation.py), logs one MLflow run per model under a parent run, and writes a Markdown
+results table (rows = models, columns = metrics per level) to ``results/compare_<source>.md``.
+
+    python -m pipelines.compare                          # the source in params.yaml
+    python -m pipelines.compare --source movielens-100k  # MovieLens-100K with graded levels
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+
+from features.contract import validate
+from features.sources import load_events
+from features.training_sets import TrainingSets, build_training_sets
+from models.baselines import BPRConfig, PerLevelScorer, PopularityScorer, Scorer, fit_bpr
+from models.gnolr import GNOLRConfig
+from models.popularity import popularity_counts
+from models.train import Interactions, fit_gnolr
+from pipelines.common import start_run, write_json
+from pipelines.evaluate import true_gain_fn
+from pipelines.params import Params, load_params
+from serving.evaluation import TestData, evaluate_scorer
+from serving.retrieval import SeenItems
+
+# GNOLR variants as overrides of the `gnolr` params (methods.md §1 ablations, plus multi-task BCE).
+VARIANTS: dict[str, dict] = {
+    "gnolr": {},
+    "gnolr_v0": {"scoring": "independent"},
+    "gnolr_v1": {"loss": "full"},
+    "naive_olr": {"scoring": "shared", "loss": "full"},
+    "mt_bce": {"scoring": "independent", "loss": "bce"},
+}
+MODELS = [*VARIANTS, "bce_per_level", "bpr", "popularity"]
+
+
+def interactions(frame: pl.DataFrame) -> Interactions:
+    return Interactions(
+        frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), frame["level"].to_numpy()
+    )
+
+
+def prepare(params: Params) -> tuple[TrainingSets, object]:
+    """The configured source's training sets (and ground truth when simulated), in memory."""
+    raw, world = load_events(params.source, progress=False)
+    valid, _, report = validate(raw, params.contract.names())
+    print(f"compare: {report.n_valid:,} valid events from {params.source.kind}")
+    return build_training_sets(valid.lazy(), params.contract.names(), params.features), world
+
+
+def train_model(name: str, sets: TrainingSets, params: Params) -> tuple[Scorer, dict]:
+    """Train one model of :data:`MODELS`; returns its scorer and timing facts."""
+    meta = sets.meta
+    names = meta["levels"]
+    rates = [meta["base_rates"][n] for n in names]
+    train, valid = interactions(sets.splits["train"]), interactions(sets.splits["valid"])
+    n_users, n_items = meta["n_users"], meta["n_items"]
+    start = time.perf_counter()
+    if name in VARIANTS:
+        cfg = params.gnolr.model_copy(update=VARIANTS[name])
+        fit = fit_gnolr(train, valid, n_users, n_items, rates, names, cfg, progress=False)
+        return fit.embeddings, {**fit.info, "seconds": time.perf_counter() - start}
+    if name == "bce_per_level":
+        cfg: GNOLRConfig = params.gnolr.model_copy(update={"loss": "bce", "gamma": "auto"})
+        models, epochs = [], 0
+        for c, level in enumerate(names, start=1):
+            tr = Interactions(train.users, train.items, (train.levels >= c).astype(np.int64))
+            va = Interactions(valid.users, valid.items, (valid.levels >= c).astype(np.int64))
+            fit = fit_gnolr(tr, va, n_users, n_items, [rates[c - 1]], [level], cfg, progress=False)
+            models.append(fit.embeddings)
+            epochs += fit.info["epochs_run"]
+        return PerLevelScorer(models), {
+            "seconds": time.perf_counter() - start,
+            "epochs_run": epochs,
+        }
+    if name == "bpr":
+        pos = train.levels >= 1
+        scorer = fit_bpr(
+            train.users[pos], train.items[pos], n_users, n_items, BPRConfig(), len(names)
+        )
+        return scorer, {"seconds": time.perf_counter() - start, "epochs_run": BPRConfig().epochs}
+    if name == "popularity":
+        counts = popularity_counts(train.items, train.levels, n_items, len(names))
+        return PopularityScorer(counts, n_users), {"seconds": time.perf_counter() - start}
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+def results_table(results: dict[str, dict], names: list[str], k: int = 10) -> str:
+    """Markdown: one row per model, AUC, GAUC, NDCG@k, Recall@k (and truth NDCG@k) per level."""
+    metrics = ["auc", "gauc", f"ndcg_at_{k}", f"recall_at_{k}"]
+    if any(f"gt_ndcg_at_{k}/{names[0]}" in r for r in results.values()):
+        metrics.append(f"gt_ndcg_at_{k}")
+    cols = [f"{m}/{n}" for m in metrics for n in names]
+    lines = [
+        "| model | " + " | ".join(cols) + " | train s |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
+    for model, r in results.items():
+        best = {c: max(v.get(c, float("nan")) for v in results.values()) for c in cols}
+        cells = []
+        for c in cols:
+            v = r.get(c, float("nan"))
+            cell = f"{v:.4f}" if np.isfinite(v) else "–"
+            cells.append(f"**{cell}**" if np.isfinite(v) and v == best[c] else cell)
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {r.get('train_seconds', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", help="override source.kind")
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--max-epochs", type=int, help="override gnolr.max_epochs")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    params = load_params()
+    if args.source:
+        params.source.kind = args.source
+    if args.max_epochs:
+        params.gnolr.max_epochs = args.max_epochs
+    sets, world = prepare(params)
+    names = sets.meta["levels"]
+    train = sets.splits["train"]
+    pos = train.filter(pl.col("level") >= 1)
+    test = sets.splits["test"]
+    data = TestData(
+        test["user_idx"].to_numpy(),
+        test["item_idx"].to_numpy(),
+        test["level"].to_numpy(),
+        SeenItems.from_pairs(
+            pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), sets.meta["n_users"]
+        ),
+        names,
+        sets.meta["n_items"],
+    )
+    gain = true_gain_fn(sets.users, sets.items, world, names) if world is not None else None
+
+    results: dict[str, dict] = {}
+    with start_run(params, "compare", f"compare-{params.source.kind}") as parent:
+        for name in args.models:
+            print(f"compare: training {name} ...", flush=True)
+            scorer, info = train_model(name, sets, params)
+            metrics = evaluate_scorer(scorer, data, params.evaluate.ks, gain)
+            results[name] = {**metrics, "train_seconds": info["seconds"]}
+            with mlflow.start_run(run_name=name, nested=True):
+                mlflow.set_tags({"stage": "compare", "model": name, "source": params.source.kind})
+                mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if np.isfinite(v)})
+                mlflow.log_metric("train/seconds", info["seconds"])
+            print(f"compare: {name} done in {info['seconds']:.0f} s", flush=True)
+        table = results_table(results, names)
+        header = (
+            f"# Model comparison on `{params.source.kind}`\n\n"
+            f"Test split of the temporal protocol; {sets.meta['rows']['test']:,} test impressions, "
+            f"{sets.meta['n_items']:,} items ranked per user (training positives excluded). "
+            f"Best value per column in bold. Generated by `python -m pipelines.compare"
+            f"{' --source ' + params.source.kind if args.source else ''}` "
+            f"(MLflow run {parent.info.run_id}).\n\n"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        out = args.out / f"compare_{params.source.kind}.md"
+        out.write_text(header + table + "\n")
+        write_json(args.out / f"compare_{params.source.kind}.json", results)
+        mlflow.log_artifact(str(out))
+    print(table)
+    print(f"compare: table → {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,15 @@ class GNOLRConfig(BaseModel):
     listwise_weight: float = Field(
         0.0, ge=0, description="weight of the in-batch softmax term per level (0 = off)"
     )
+    use_features: bool = Field(
+        True, description="add side-feature embeddings where the data has them"
+    )
+    id_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of id embeddings zeroed in training, to learn cold start",
+    )
     eps: float = Field(1e-6, gt=0, lt=0.1, description="clamp of the probability differences")
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -127,12 +136,37 @@ def resolve_gamma(
 
 
 class Tower(nn.Module):
-    """One side of the two-tower model: a shared id embedding and per-level MLP heads."""
+    """One side of the two-tower model: id and side-feature embeddings, then per-level MLP heads.
 
-    def __init__(self, n_ids: int, n_heads: int, cfg: GNOLRConfig) -> None:
+    The input of the heads is ``x = emb(id) + Σ_f mean_{slots}(emb_f(code))``; ``features`` maps a
+    feature name to its (n_ids, width) codes (0 = missing), kept as buffers so a batch needs ids only.
+    """
+
+    def __init__(
+        self,
+        n_ids: int,
+        n_heads: int,
+        cfg: GNOLRConfig,
+        features: dict[str, np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(n_ids, cfg.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
+        self.id_dropout = cfg.id_dropout
+        self.feature_names = sorted(features or {})
+        self.feature_embeddings = nn.ModuleDict()
+        for name in self.feature_names:
+            codes = np.asarray(features[name], dtype=np.int64)
+            if codes.ndim != 2 or len(codes) != n_ids:
+                raise ValueError(
+                    f"feature {name!r} must have shape ({n_ids}, width), got {codes.shape}"
+                )
+            table = nn.Embedding(int(codes.max()) + 1, cfg.embedding_dim, padding_idx=0)
+            nn.init.normal_(table.weight, std=0.1)
+            with torch.no_grad():
+                table.weight[0].zero_()
+            self.feature_embeddings[name] = table
+            self.register_buffer(f"codes_{name}", torch.as_tensor(codes))
         widths = [cfg.embedding_dim, *cfg.hidden, cfg.dim]
         self.heads = nn.ModuleList()
         for _ in range(n_heads):
@@ -141,9 +175,35 @@ class Tower(nn.Module):
                 layers += [nn.Linear(w_in, w_out), nn.LeakyReLU()]
             self.heads.append(nn.Sequential(*layers[:-1]))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def represent(
+        self, ids: torch.Tensor | None, codes: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Head input for ``ids``; with ``ids=None`` (a cold entity) from ``codes`` alone."""
+        if ids is None and not codes:
+            raise ValueError("a cold entity needs its feature codes")
+        x = None
+        if ids is not None:
+            x = self.embedding(ids)
+            if self.training and self.id_dropout > 0:
+                keep = torch.rand(x.shape[0], 1, device=x.device) >= self.id_dropout
+                x = x * keep
+        for name in self.feature_names:
+            c = (
+                codes[name]
+                if codes is not None and name in codes
+                else getattr(self, f"codes_{name}")[ids]
+            )
+            pooled = self.feature_embeddings[name](c).sum(1) / (c > 0).sum(1, keepdim=True).clamp(
+                min=1
+            )
+            x = pooled if x is None else x + pooled
+        return x
+
+    def forward(
+        self, ids: torch.Tensor | None, codes: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """L2-normalised sub-embeddings of every head, shape (B, H, d)."""
-        x = self.embedding(ids)
+        x = self.represent(ids, codes)
         return F.normalize(torch.stack([head(x) for head in self.heads], dim=1), dim=-1)
 
 
@@ -170,13 +230,15 @@ class GNOLR(nn.Module):
         thresholds: np.ndarray,
         gamma: np.ndarray,
         cfg: GNOLRConfig,
+        user_features: dict[str, np.ndarray] | None = None,
+        item_features: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         n_levels = len(thresholds)
         n_heads = 1 if cfg.scoring == "shared" else n_levels
         self.scoring = cfg.scoring
-        self.user_tower = Tower(n_users, n_heads, cfg)
-        self.item_tower = Tower(n_items, n_heads, cfg)
+        self.user_tower = Tower(n_users, n_heads, cfg, user_features if cfg.use_features else None)
+        self.item_tower = Tower(n_items, n_heads, cfg, item_features if cfg.use_features else None)
         base = torch.as_tensor(thresholds, dtype=torch.float32)
         self.register_buffer("base_thresholds", base)
         self.register_buffer("gamma", torch.as_tensor(gamma, dtype=torch.float32))

@@ -58,6 +58,8 @@ def fit_gnolr(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     accelerator: str = "auto",
+    user_features: dict[str, np.ndarray] | None = None,
+    item_features: dict[str, np.ndarray] | None = None,
 ) -> FitResult:
     """Train GNOLR on ``train``, early-stop on ``valid``, and return the best epoch's model.
 
@@ -67,7 +69,7 @@ def fit_gnolr(
     thresholds = thresholds_from_base_rates(base_rates)
     gamma = resolve_gamma(cfg.gamma, thresholds, level_names, scoring=cfg.scoring)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = GNOLR(n_users, n_items, thresholds, gamma, cfg)
+    model = GNOLR(n_users, n_items, thresholds, gamma, cfg, user_features, item_features)
     module = GNOLRModule(model, cfg, level_names)
     train_batches = TensorBatches(train.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed)
     valid_batches = TensorBatches(valid.tensors(), 65536, shuffle=False)

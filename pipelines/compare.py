@@ -19,8 +19,9 @@ import mlflow
 import numpy as np
 import polars as pl
 
-from features.contract import validate
-from features.sources import load_events
+from features import side_features
+from features.contract import Col, validate
+from features.sources import load_events, load_side_features
 from features.training_sets import TrainingSets, build_training_sets
 from models.baselines import BPRConfig, PerLevelScorer, PopularityScorer, Scorer, fit_bpr
 from models.gnolr import GNOLRConfig
@@ -49,15 +50,25 @@ def interactions(frame: pl.DataFrame) -> Interactions:
     )
 
 
-def prepare(params: Params) -> tuple[TrainingSets, object]:
-    """The configured source's training sets (and ground truth when simulated), in memory."""
+def prepare(params: Params) -> tuple[TrainingSets, object, dict, dict]:
+    """The source's training sets, ground truth (simulated data) and side-feature codes, in memory."""
     raw, world = load_events(params.source, progress=False)
     valid, _, report = validate(raw, params.contract.names())
     print(f"compare: {report.n_valid:,} valid events from {params.source.kind}")
-    return build_training_sets(valid.lazy(), params.contract.names(), params.features), world
+    sets = build_training_sets(valid.lazy(), params.contract.names(), params.features)
+    users, items = load_side_features(params.source, world)
+    user_side = (
+        side_features.encode(sets.users, users, Col.USER, "user_idx") if users is not None else {}
+    )
+    item_side = (
+        side_features.encode(sets.items, items, Col.ITEM, "item_idx") if items is not None else {}
+    )
+    return sets, world, user_side, item_side
 
 
-def train_model(name: str, sets: TrainingSets, params: Params) -> tuple[Scorer, dict]:
+def train_model(
+    name: str, sets: TrainingSets, params: Params, side: tuple[dict, dict] = ({}, {})
+) -> tuple[Scorer, dict]:
     """Train one model of :data:`MODELS`; returns its scorer and timing facts."""
     meta = sets.meta
     names = meta["levels"]
@@ -67,7 +78,18 @@ def train_model(name: str, sets: TrainingSets, params: Params) -> tuple[Scorer, 
     start = time.perf_counter()
     if name in VARIANTS:
         cfg = params.gnolr.model_copy(update=VARIANTS[name])
-        fit = fit_gnolr(train, valid, n_users, n_items, rates, names, cfg, progress=False)
+        fit = fit_gnolr(
+            train,
+            valid,
+            n_users,
+            n_items,
+            rates,
+            names,
+            cfg,
+            progress=False,
+            user_features=side[0],
+            item_features=side[1],
+        )
         return fit.embeddings, {**fit.info, "seconds": time.perf_counter() - start}
     if name == "bce_per_level":
         cfg: GNOLRConfig = params.gnolr.model_copy(update={"loss": "bce", "gamma": "auto"})
@@ -75,7 +97,18 @@ def train_model(name: str, sets: TrainingSets, params: Params) -> tuple[Scorer, 
         for c, level in enumerate(names, start=1):
             tr = Interactions(train.users, train.items, (train.levels >= c).astype(np.int64))
             va = Interactions(valid.users, valid.items, (valid.levels >= c).astype(np.int64))
-            fit = fit_gnolr(tr, va, n_users, n_items, [rates[c - 1]], [level], cfg, progress=False)
+            fit = fit_gnolr(
+                tr,
+                va,
+                n_users,
+                n_items,
+                [rates[c - 1]],
+                [level],
+                cfg,
+                progress=False,
+                user_features=side[0],
+                item_features=side[1],
+            )
             models.append(fit.embeddings)
             epochs += fit.info["epochs_run"]
         return PerLevelScorer(models), {
@@ -127,7 +160,7 @@ def main() -> None:
         params.source.kind = args.source
     if args.max_epochs:
         params.gnolr.max_epochs = args.max_epochs
-    sets, world = prepare(params)
+    sets, world, user_side, item_side = prepare(params)
     names = sets.meta["levels"]
     train = sets.splits["train"]
     pos = train.filter(pl.col("level") >= 1)
@@ -148,7 +181,7 @@ def main() -> None:
     with start_run(params, "compare", f"compare-{params.source.kind}") as parent:
         for name in args.models:
             print(f"compare: training {name} ...", flush=True)
-            scorer, info = train_model(name, sets, params)
+            scorer, info = train_model(name, sets, params, (user_side, item_side))
             metrics = evaluate_scorer(scorer, data, params.evaluate.ks, gain)
             results[name] = {**metrics, "train_seconds": info["seconds"]}
             with mlflow.start_run(run_name=name, nested=True):

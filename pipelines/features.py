@@ -1,6 +1,7 @@
 """Stage `features`: event table → vocabularies, ordinal levels, temporal split, propensities.
 
-Outputs (atomically, in data/features/): users, items, train, valid, test (.parquet) and meta.json;
+Outputs (atomically, in data/features/): users, items, train, valid, test (.parquet), meta.json
+and, where the source has side features, user_side.npz / item_side.npz (codes per feature);
 metrics in data/metrics/features.json.
 """
 
@@ -11,11 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
+from features import side_features
+from features.contract import Col
 from features.training_sets import build_training_sets
 from pipelines.common import atomic_dir, write_json
 from pipelines.params import load_params
 
-IN = Path("data/ingest/events.parquet")
+INGEST = Path("data/ingest")
+IN = INGEST / "events.parquet"
 OUT = Path("data/features")
 METRICS = Path("data/metrics/features.json")
 
@@ -28,6 +32,15 @@ def main() -> None:
         sets.items.write_parquet(tmp / "items.parquet")
         for name, frame in sets.splits.items():
             frame.write_parquet(tmp / f"{name}.parquet")
+        for side, vocab, key, index in (
+            ("user", sets.users, Col.USER, "user_idx"),
+            ("item", sets.items, Col.ITEM, "item_idx"),
+        ):
+            table = INGEST / f"{side}_features.parquet"
+            if table.exists():
+                codes = side_features.encode(vocab, pl.read_parquet(table), key, index)
+                side_features.save(tmp / f"{side}_side.npz", codes)
+                sets.meta[f"{side}_features"] = side_features.cardinalities(codes)
         write_json(tmp / "meta.json", sets.meta)
     write_json(METRICS, {k: sets.meta[k] for k in ("n_users", "n_items", "rows", "base_rates")})
     rows = ", ".join(f"{k} {v:,}" for k, v in sets.meta["rows"].items())

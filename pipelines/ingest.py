@@ -1,8 +1,9 @@
 """Stage `ingest`: source → validated event table, quarantine and a data report.
 
 Outputs (atomically, in data/ingest/): events.parquet, quarantine.parquet, world.npz (synthetic
-only); metrics in data/metrics/ingest.json. Too many bad rows fail the stage; the rejected rows are
-then kept in data/rejected/quarantine.parquet so nothing is lost.
+only), user_features.parquet / item_features.parquet (where the source has side features);
+metrics in data/metrics/ingest.json. Too many bad rows fail the stage; the rejected rows are then
+kept in data/rejected/quarantine.parquet so nothing is lost.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from features.contract import ContractError, check_bad_fraction, to_arrow, validate
-from features.sources import load_events
+from features.sources import load_events, load_side_features
 from pipelines.common import atomic_dir, write_json
 from pipelines.params import load_params
 
@@ -38,6 +39,11 @@ def main() -> None:
         quarantine.write_parquet(tmp / "quarantine.parquet")
         if world is not None:
             world.save(tmp / "world.npz")
+        users, items = load_side_features(params.source, world)
+        if users is not None:
+            users.write_parquet(tmp / "user_features.parquet")
+        if items is not None:
+            items.write_parquet(tmp / "item_features.parquet")
     counts = valid.group_by(pl.col("event").cast(pl.String)).len()
     summary = {
         **report.as_dict(),

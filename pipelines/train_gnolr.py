@@ -14,6 +14,7 @@ import mlflow
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
+from features import side_features
 from pipelines.common import (
     atomic_dir,
     log_dataset,
@@ -44,6 +45,8 @@ def main() -> None:
             tracking_uri=tracking_uri(),
             run_id=run.info.run_id,
         )
+        user_side = side_features.load(FEATURES / "user_side.npz")
+        item_side = side_features.load(FEATURES / "item_side.npz")
         result = fit_gnolr(
             train,
             valid,
@@ -53,8 +56,12 @@ def main() -> None:
             meta["levels"],
             params.gnolr,
             logger=logger,
+            user_features=user_side,
+            item_features=item_side,
         )
         info = {
+            "user_features": sorted(user_side) if params.gnolr.use_features else [],
+            "item_features": sorted(item_side) if params.gnolr.use_features else [],
             **result.info,
             "run_id": run.info.run_id,
             "dataset_digest": digest,

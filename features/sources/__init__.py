@@ -32,3 +32,18 @@ def load_events(cfg: SourceConfig, progress: bool = True) -> tuple[pl.DataFrame,
 
         return load_tabular(cfg.tabular.model_copy(update={"format": cfg.kind})), None
     raise ValueError(f"unknown source kind {cfg.kind!r}")
+
+
+def load_side_features(
+    cfg: SourceConfig, world: World | None
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """User and item side-feature tables of the source, where it has them (keyed by external id)."""
+    if cfg.kind == "synthetic" and world is not None:
+        from features.sources.synthetic import side_features
+
+        return side_features(world, cfg.synthetic.seed)
+    if cfg.kind == "movielens-100k":
+        from features.sources.movielens import load_movielens_features
+
+        return load_movielens_features(Path(cfg.cache_dir))
+    return None, None

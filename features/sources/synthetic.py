@@ -347,3 +347,35 @@ def _corrupt(events: pl.DataFrame, fraction: float, rng: np.random.Generator) ->
         .alias(Col.PROPENSITY),
         pl.when(pl.Series(kind == 3)).then(None).otherwise(pl.col(Col.TS)).alias(Col.TS),
     )
+
+
+def side_features(
+    world: World, seed: int = 0, n_groups: int = 8
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Observable side features of the simulated users and items: ``(users, items)``.
+
+    Items: ``category`` = the nearest of ``n_groups`` random prototypes to the item's click factors
+    (informative about taste), ``price_band`` = a quintile of quality plus noise. Users: ``segment``
+    = the nearest prototype to the user's click factors, ``region`` = uninformative noise.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    prototypes = rng.normal(size=(n_groups, world.item_factors.shape[2]))
+    category = np.argmax(world.item_factors[0] @ prototypes.T, axis=1)
+    segment = np.argmax(world.user_factors[0] @ prototypes.T, axis=1)
+    noisy_quality = world.item_quality + rng.normal(0, 0.5, world.n_items)
+    band = np.searchsorted(np.quantile(noisy_quality, [0.2, 0.4, 0.6, 0.8]), noisy_quality)
+    users = pl.DataFrame(
+        {
+            Col.USER: user_id(np.arange(world.n_users)),
+            "segment": np.char.add("s", segment.astype(str)),
+            "region": np.char.add("r", rng.integers(0, 5, world.n_users).astype(str)),
+        }
+    )
+    items = pl.DataFrame(
+        {
+            Col.ITEM: item_id(np.arange(world.n_items)),
+            "category": np.char.add("c", category.astype(str)),
+            "price_band": band.astype(np.int64),
+        }
+    )
+    return users, items

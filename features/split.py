@@ -1,8 +1,9 @@
-"""Temporal train / valid / test split of impression units."""
+"""Train / valid / test split of impression units: temporal (default) or per-user stratified."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,12 +14,19 @@ SPLITS = ("train", "valid", "test")
 
 
 class SplitConfig(BaseModel):
-    """Fractions of the time-ordered units that go to validation and test (the rest trains)."""
+    """Fractions of units that go to validation and test (the rest trains), and how they are drawn.
+
+    ``temporal``: the latest units are tested, the ones before validate. ``stratified_random``: each
+    user's positives and each user's negatives are split at random in these proportions (the
+    protocol of published MovieLens benchmarks), seeded.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    method: Literal["temporal", "stratified_random"] = "temporal"
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
 
     @model_validator(mode="after")
     def _leave_some_training(self) -> SplitConfig:
@@ -50,5 +58,26 @@ def assign_split(units: pl.LazyFrame, cuts: tuple[datetime, datetime]) -> pl.Laz
         .when(pl.col(Col.TS) < t_test)
         .then(pl.lit("valid"))
         .otherwise(pl.lit("test"))
+        .alias("split")
+    )
+
+
+def assign_stratified(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
+    """Per (user, positive?) group, a random ``test_fraction`` tests and ``valid_fraction`` validates.
+
+    In a group of n units, ranks r of a seeded shuffle go to test when r < round(n·t), to valid when
+    r < round(n·t) + round(n·v), else to train.
+    """
+    group = [Col.USER, pl.col("level") >= 1]
+    n = pl.len().over(group)
+    rank = pl.int_range(pl.len()).shuffle(seed=cfg.seed).over(group)
+    n_test = (n * cfg.test_fraction).round()
+    n_valid = (n * cfg.valid_fraction).round()
+    return units.sort(Col.USER, Col.ITEM, Col.SESSION).with_columns(
+        pl.when(rank < n_test)
+        .then(pl.lit("test"))
+        .when(rank < n_test + n_valid)
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
         .alias("split")
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.contract import Col, EventNames
 from features.levels import base_rates, impression_units, reaction_column
 from features.propensity import PropensityConfig, estimate_item_propensity
-from features.split import SPLITS, SplitConfig, assign_split, time_cuts
+from features.split import SPLITS, SplitConfig, assign_split, assign_stratified, time_cuts
 
 ROW_COLUMNS = ["user_idx", "item_idx", "level", "ts", "position", "propensity_logged", "propensity"]
 
@@ -55,11 +55,15 @@ def build_training_sets(
         raise ValueError("the event table holds no impressions or feedback to learn from")
     users = _vocabulary(units, Col.USER, "user_idx")
     items = _vocabulary(units, Col.ITEM, "item_idx")
-    cuts = time_cuts(units[Col.TS], cfg.split)
+    if cfg.split.method == "temporal":
+        cuts = time_cuts(units[Col.TS], cfg.split)
+        split = assign_split(units.lazy(), cuts)
+    else:
+        cuts = None
+        split = assign_stratified(units.lazy(), cfg.split)
     reactions = [reaction_column(r) for r in names.reactions]
     rows = (
-        assign_split(units.lazy(), cuts)
-        .join(users.lazy(), on=Col.USER)
+        split.join(users.lazy(), on=Col.USER)
         .join(items.lazy(), on=Col.ITEM)
         .select(*ROW_COLUMNS[:-1], *reactions, "split")
         .sort(Col.TS, "user_idx", "item_idx")
@@ -101,7 +105,8 @@ def build_training_sets(
             s: {name: int((f["level"] >= c).sum()) for c, name in enumerate(names.levels, 1)}
             for s, f in splits.items()
         },
-        "time_cuts": {"valid": cuts[0].isoformat(), "test": cuts[1].isoformat()},
+        "split": cfg.split.method,
+        "time_cuts": {"valid": cuts[0].isoformat(), "test": cuts[1].isoformat()} if cuts else None,
         "logged_propensity_fraction": float(rows["propensity_logged"].is_not_null().mean()),
     }
     return TrainingSets(users, items, splits, meta)

@@ -105,3 +105,22 @@ def test_estimated_propensity_on_the_full_item_index_with_a_floor():
         PropensityConfig(eta=-1)
     with pytest.raises(ValueError):
         SplitConfig(valid_fraction=0.5, test_fraction=0.5)
+
+
+def test_stratified_split_splits_each_users_positives_and_negatives():
+    rows = []
+    for u in range(4):
+        for i in range(40):
+            rows.append(ev(f"u{u}", f"i{i}", "impression", i, session=f"s{u}-{i}"))
+            if i % 2 == 0:
+                rows.append(ev(f"u{u}", f"i{i}", "click", i + 0.5, session=f"s{u}-{i}"))
+    valid, _, _ = validate(pl.DataFrame(rows), EventNames())
+    split = SplitConfig(method="stratified_random", valid_fraction=0.05, test_fraction=0.25, seed=3)
+    sets = build_training_sets(valid.lazy(), EventNames(), FeaturesConfig(split=split))
+    test = sets.splits["test"]
+    per_user = test.group_by("user_idx").agg((pl.col("level") >= 1).sum().alias("pos"), pl.len())
+    assert per_user["pos"].to_list() == [5] * 4  # round(20 × 0.25) of each user's 20 positives
+    assert per_user["len"].to_list() == [10] * 4
+    assert sets.splits["valid"].height == 4 * 2  # round(20 × 0.05) = 1 positive + 1 negative
+    again = build_training_sets(valid.lazy(), EventNames(), FeaturesConfig(split=split))
+    assert again.splits["test"].equals(test)

@@ -1,11 +1,15 @@
-"""GNOLR training speed on the features of the last `dvc repro`, on CPU or CUDA.
+"""Training speed of GNOLR and of the per-level BCE two-towers, at the same batch size and threads.
 
-    .venv/bin/python benchmarks/train_speed.py --export data/features bench.npz   # arrays only
-    .venv/bin/python benchmarks/train_speed.py bench.npz --accelerator cpu --batch-sizes 2048
+    .venv/bin/python benchmarks/train_speed.py syn.npz --export data/features  # arrays of a run
+    .venv/bin/python benchmarks/train_speed.py ml.npz --export-source movielens-100k
+    .venv/bin/python benchmarks/train_speed.py syn.npz ml.npz --accelerator cpu --epochs 2
 
-Trains ``--epochs`` epochs per batch size through the product's own path (``models.train.fit_gnolr``,
-Lightning, the device chosen by ``--accelerator``) and prints a Markdown table of samples/s and the
-best validation AUC product. The arrays file lets a machine without Polars run it.
+Each model trains ``--epochs`` epochs (no early stop) per batch size through the product's own
+path (``models.train.fit_gnolr``, Lightning, the device chosen by ``--accelerator``). GNOLR is one
+model for all T levels; the per-level baseline is T single-level models, so one of its epochs
+passes over the data T times. The table gives impressions per second (rows × epochs / wall
+seconds, what a user waits for), seconds per epoch and the best validation AUC product. The arrays
+file lets a machine without Polars (a GPU box) run it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from models.train import Interactions, fit_gnolr
 
 
 def export(features: Path, out: Path) -> None:
+    """Write the train/valid arrays and level facts of a features directory to ``out`` (.npz)."""
     import polars as pl
 
     meta = json.loads((features / "meta.json").read_text())
@@ -39,53 +44,109 @@ def export(features: Path, out: Path) -> None:
     np.savez_compressed(out, **arrays)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--export", type=Path, help="write the arrays of this features dir to DATA")
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2048])
-    parser.add_argument("--epochs", type=int, default=2)
-    args = parser.parse_args()
-    if args.export:
-        export(args.export, args.data)
-        return
-    z = np.load(args.data)
+def export_source(kind: str, out: Path) -> None:
+    """Build the training sets of source ``kind`` (params.yaml otherwise) and export them."""
+    import tempfile
+
+    from pipelines.common import write_json
+    from pipelines.compare import prepare
+    from pipelines.params import load_params
+
+    params = load_params()
+    params.source.kind = kind
+    sets = prepare(params)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("train", "valid"):
+            sets.splits[name].write_parquet(Path(tmp) / f"{name}.parquet")
+        write_json(Path(tmp) / "meta.json", sets.meta)
+        export(Path(tmp), out)
+
+
+def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[float, float, str]:
+    """(wall seconds, best validation AUC product or per-level mean, device) of one training."""
     split = {
         s: Interactions(z[f"{s}_user_idx"], z[f"{s}_item_idx"], z[f"{s}_level"])
         for s in ("train", "valid")
     }
-    device = (
-        torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu"
-    )
-    print(
-        f"torch {torch.__version__}, device: {device}, threads {torch.get_num_threads()}, "
-        f"train rows {len(split['train'].users):,}"
-    )
-    print("| accelerator | batch | epochs | seconds | samples/s | best valid AUC product |")
-    print("|---|---|---|---|---|---|")
-    for batch in args.batch_sizes:
-        cfg = GNOLRConfig(batch_size=batch, max_epochs=args.epochs, patience=args.epochs, lr=1e-3)
-        start = time.perf_counter()
+    names = [str(x) for x in z["levels"]]
+    rates = z["base_rates"].tolist()
+    n_users, n_items = int(z["n"][0]), int(z["n"][1])
+    cfg = GNOLRConfig(batch_size=batch, max_epochs=epochs, patience=epochs)
+    start = time.perf_counter()
+    if model == "gnolr":
         res = fit_gnolr(
             split["train"],
             split["valid"],
-            int(z["n"][0]),
-            int(z["n"][1]),
-            z["base_rates"].tolist(),
-            [str(x) for x in z["levels"]],
+            n_users,
+            n_items,
+            rates,
+            names,
             cfg,
             progress=False,
-            accelerator=args.accelerator,
+            accelerator=accelerator,
         )
-        seconds = time.perf_counter() - start
-        print(
-            f"| {res.info['device']} | {batch} | {res.info['epochs_run']} | {seconds:.1f} | "
-            f"{res.info['train_samples_per_second']:,.0f} | {res.info['best_valid_auc_product']:.4f} |",
-            flush=True,
+        return time.perf_counter() - start, res.info["best_valid_auc_product"], res.info["device"]
+    scores = []
+    for c, name in enumerate(names, start=1):
+        tr, va = (
+            Interactions(x.users, x.items, (x.levels >= c).astype(np.int64))
+            for x in (split["train"], split["valid"])
         )
+        res = fit_gnolr(
+            tr,
+            va,
+            n_users,
+            n_items,
+            [rates[c - 1]],
+            [name],
+            cfg.model_copy(update={"loss": "bce"}),
+            progress=False,
+            accelerator=accelerator,
+        )
+        scores.append(res.info["best_valid_auc_product"])
+    return time.perf_counter() - start, float(np.prod(scores)), res.info["device"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, nargs="+", help=".npz arrays, one per dataset")
+    parser.add_argument("--export", type=Path, help="write the arrays of this features dir to DATA")
+    parser.add_argument("--export-source", help="write the arrays of this source kind to DATA")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["gnolr", "bce_per_level"],
+        choices=["gnolr", "bce_per_level"],
+    )
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2048])
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    if args.export or args.export_source:
+        if args.export:
+            export(args.export, args.data[0])
+        else:
+            export_source(args.export_source, args.data[0])
+        return
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.machine()
+    print(f"torch {torch.__version__}, {device}, torch threads {torch.get_num_threads()}")
+    print(
+        "| dataset | model | device | batch | train rows | s/epoch | impressions/s "
+        "| valid AUC product |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for path in args.data:
+        z = np.load(path)
+        rows = len(z["train_level"])
+        for batch in args.batch_sizes:
+            for model in args.models:
+                seconds, score, dev = train(model, z, batch, args.epochs, args.accelerator)
+                print(
+                    f"| {path.stem} | {model} | {dev} | {batch} | {rows:,} | "
+                    f"{seconds / args.epochs:.1f} | {rows * args.epochs / seconds:,.0f} | "
+                    f"{score:.4f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

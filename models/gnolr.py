@@ -98,8 +98,12 @@ def resolve_gamma(
     thresholds: np.ndarray,
     names: Sequence[str],
     scoring: str = "nested",
+    ordered: bool = True,
 ) -> np.ndarray:
     """γ per level, validated so that P(k > c) ≥ P(k > c+1) for every possible embedding.
+
+    With ``ordered=False`` (independent BCE heads, whose probabilities may cross) nothing is
+    checked and ``auto`` is 4.0.
 
     The ordering needs ``γ_{c+1} s_{c+1} − γ_c s_c < a_{c+1} − a_c`` in the worst case. Nested
     (s_c ∈ [−c, c], s_{c+1} = s_c + cos): ``|γ_c − γ_{c+1}|·c + γ_{c+1} < a_{c+1} − a_c``, i.e.
@@ -108,6 +112,8 @@ def resolve_gamma(
     shared γ (4.0 where any is valid).
     """
     n = len(thresholds)
+    if gamma == "auto" and not ordered:
+        return np.full(n, 4.0)
     if gamma == "auto":
         top = {"nested": 1.0, "independent": 0.5, "shared": math.inf}[scoring] * max_shared_gamma(
             thresholds
@@ -122,7 +128,7 @@ def resolve_gamma(
         raise ValueError(f"gamma has {g.size} values for {n} levels {list(names)}")
     if np.any(g <= 0):
         raise ValueError(f"gamma must be positive, got {g.tolist()}")
-    for c in range(n - 1):
+    for c in range(n - 1 if ordered else 0):
         gap = thresholds[c + 1] - thresholds[c]
         need = _worst_case_gap(g, c, scoring)
         if not need < gap:

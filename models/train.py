@@ -67,7 +67,9 @@ def fit_gnolr(
     before any training starts.
     """
     thresholds = thresholds_from_base_rates(base_rates)
-    gamma = resolve_gamma(cfg.gamma, thresholds, level_names, scoring=cfg.scoring)
+    gamma = resolve_gamma(
+        cfg.gamma, thresholds, level_names, scoring=cfg.scoring, ordered=cfg.loss != "bce"
+    )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = GNOLR(n_users, n_items, thresholds, gamma, cfg, user_features, item_features)
     module = GNOLRModule(model, cfg, level_names)

@@ -129,3 +129,14 @@ def test_gauc_weights_per_user_auc_by_impressions():
     groups = np.array([0, 0, 1, 1, 1, 2, 2])  # user 2 has no positive: skipped
     # user 0: AUC 1 (2 rows); user 1: positives 0.2, 0.8 vs negative 0.5 ⇒ 0.5 (3 rows)
     assert gauc(scores, labels, groups) == pytest.approx((1.0 * 2 + 0.5 * 3) / 5)
+
+
+def test_bce_heads_need_no_ordering_so_gamma_is_not_checked():
+    a = np.array([3.0, 3.2])
+    assert resolve_gamma("auto", a, ["click", "cart"], "independent", ordered=False).tolist() == [
+        4.0,
+        4.0,
+    ]
+    resolve_gamma(5.0, a, ["click", "cart"], "independent", ordered=False)
+    with pytest.raises(ValueError, match="positive"):
+        resolve_gamma(-1.0, a, ["click", "cart"], ordered=False)

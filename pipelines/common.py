@@ -110,9 +110,12 @@ def start_run(params: Params, stage: str, run_name: str) -> mlflow.ActiveRun:
         mlflow.create_experiment(name, artifact_location=artifacts)
     mlflow.set_experiment(name)
     run = mlflow.start_run(run_name=run_name)
+    params_file = repo_root() / "params.yaml"
     mlflow.set_tags(
         {
             "stage": stage,
+            # Runs of one `dvc repro` share the commit and the parameters: group them by these.
+            "params_digest": file_digest(params_file) if params_file.exists() else "",
             "git_commit": _git_commit(),
             "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
             "source": params.source.kind,

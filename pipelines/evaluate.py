@@ -19,6 +19,7 @@ import polars as pl
 from features.sources.synthetic import World, parse_index
 from models.baselines import PopularityScorer
 from models.gnolr import GNOLREmbeddings
+from models.mf import MFEmbeddings
 from models.popularity import popularity_counts
 from pipelines.common import start_run, tracking_uri, write_json
 from pipelines.params import load_params
@@ -27,6 +28,7 @@ from serving.retrieval import SeenItems
 
 FEATURES = Path("data/features")
 MODEL = Path("data/models/gnolr")
+RELMF = Path("data/models/relmf/embeddings.npz")
 WORLD = Path("data/ingest/world.npz")
 METRICS = Path("data/metrics/evaluate.json")
 
@@ -69,9 +71,13 @@ def true_gain_fn(
 
 
 def evaluate(
-    features_dir: Path, embeddings: GNOLREmbeddings, world: World | None, ks: list[int]
+    features_dir: Path,
+    embeddings: GNOLREmbeddings,
+    world: World | None,
+    ks: list[int],
+    relmf: MFEmbeddings | None = None,
 ) -> dict:
-    """Metrics of GNOLR and popularity on the test split, keyed by model name."""
+    """Metrics of GNOLR, popularity (and Rel-MF when given) on the test split, by model name."""
     data, train = load_test_data(features_dir)
     names = list(data.names)
     counts = popularity_counts(
@@ -81,17 +87,21 @@ def evaluate(
     if world is not None:
         users = pl.read_parquet(features_dir / "users.parquet")
         gain = true_gain_fn(users, pl.read_parquet(features_dir / "items.parquet"), world, names)
-    return {
+    results = {
         "gnolr": evaluate_scorer(embeddings, data, ks, gain),
         "popularity": evaluate_scorer(PopularityScorer(counts, data.seen.n_users), data, ks, gain),
     }
+    if relmf is not None:
+        results["relmf"] = evaluate_scorer(relmf, data, ks, gain)
+    return results
 
 
 def main() -> None:
     params = load_params()
     embeddings = GNOLREmbeddings.load(MODEL / "embeddings.npz")
     world = World.load(WORLD) if WORLD.exists() else None
-    results = evaluate(FEATURES, embeddings, world, params.evaluate.ks)
+    relmf = MFEmbeddings.load(RELMF) if RELMF.exists() else None
+    results = evaluate(FEATURES, embeddings, world, params.evaluate.ks, relmf)
     write_json(METRICS, results)
     info = json.loads((MODEL / "info.json").read_text())
     mlflow.set_tracking_uri(tracking_uri())
@@ -101,6 +111,12 @@ def main() -> None:
         mlflow.log_metrics(
             {f"test/{k}": v for k, v in results["popularity"].items() if np.isfinite(v)}
         )
+    if "relmf" in results:
+        relmf_run = json.loads((RELMF.parent / "info.json").read_text()).get("run_id")
+        with mlflow.start_run(run_id=relmf_run):
+            mlflow.log_metrics(
+                {f"test/{k}": v for k, v in results["relmf"].items() if np.isfinite(v)}
+            )
     deepest = params.contract.levels[-1]
     keys = (f"auc/{deepest}", f"ndcg_at_10/{deepest}", f"gt_ndcg_at_10/{deepest}")
     for model, m in results.items():

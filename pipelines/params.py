@@ -15,6 +15,8 @@ from features.sources.synthetic import SyntheticConfig
 from features.sources.tabular import TabularConfig
 from features.training_sets import FeaturesConfig
 from models.gnolr import GNOLRConfig
+from models.mf import RelMFConfig
+from models.plove import PLoveConfig
 from serving.index import IndexConfig
 
 SourceKind = Literal["synthetic", "movielens-100k", "obd", "parquet", "csv"]
@@ -61,6 +63,8 @@ class Params(_Strict):
     gnolr: GNOLRConfig = Field(default_factory=GNOLRConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    relmf: RelMFConfig = Field(default_factory=RelMFConfig)
+    plove: PLoveConfig = Field(default_factory=PLoveConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 

@@ -25,12 +25,14 @@ def run(cmd: list[str], cwd: Path, env: dict) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("features", "models", "pipelines", "serving"):
+    for name in ("features", "models", "pipelines", "serving", "benchmarks"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["source"]["synthetic"]["n_impressions"] = 20_000
     params["gnolr"]["max_epochs"] = 1
+    params["plove"] = {"max_epochs": 2}
+    params["relmf"] = {"max_epochs": 2}
     write_params(repo, params)
     env = {
         **os.environ,
@@ -52,7 +54,17 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
     repo, env = repo
     dvc = [sys.executable, "-m", "dvc"]
     first = run([*dvc, "repro"], repo, env)
-    assert stages_run(first) == ["ingest", "features", "train_gnolr", "evaluate", "index"]
+    assert set(stages_run(first)) == {
+        "ingest",
+        "features",
+        "train_gnolr",
+        "train_relmf",
+        "evaluate",
+        "index",
+        "train_plove",
+        "plove_evaluator",
+        "plove_sweep",
+    }
     assert (repo / "data/serving/index.faiss").exists()
 
     assert stages_run(run([*dvc, "repro"], repo, env)) == []

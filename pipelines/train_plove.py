@@ -1,0 +1,245 @@
+"""Stage `train_plove`: love labels → P[Love] (Lightning) → calibration → metrics, logged to MLflow.
+
+Reads data/ingest/events.parquet and the id vocabularies of data/features. Writes, atomically,
+data/models/plove/: scorer.npz and calibrator.json (:class:`models.plove.PLoveScorer`), model.pt
+(state dict), info.json (run id, config, bucket edges, calibration choice, metrics); and
+data/metrics/plove.json (AUC, log loss, NE, ECE on valid and test, raw and calibrated, overall and
+per user-activity bucket) plus data/metrics/plove_reliability.csv (the test reliability curve, a
+DVC plot) and plove_reliability_by_bucket.csv.
+
+    python -m pipelines.train_plove [--out DIR --metrics FILE ...]   # defaults: the DVC paths
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from features.contract import Col
+from features.love_labels import downsample_negatives, love_labels, split_by_time
+from models.calibration import choose_calibrator, metrics_by_group, reliability_curve
+from models.plove import LoveRows, PLoveConfig, bucket_codes, exposure_weights, fit_plove
+from pipelines.common import atomic_dir, start_run, tracking_uri, write_json
+from pipelines.params import Params, load_params
+
+EVENTS = Path("data/ingest/events.parquet")
+FEATURES = Path("data/features")
+OUT = Path("data/models/plove")
+METRICS = Path("data/metrics/plove.json")
+PLOT = Path("data/metrics/plove_reliability.csv")
+
+
+def load_config(path: str | Path = "params.yaml") -> tuple[Params, PLoveConfig]:
+    """params.yaml, validated, and its ``plove`` section."""
+    params = load_params(path)
+    return params, params.plove
+
+
+def indexed_labels(
+    events: pl.LazyFrame, users: pl.DataFrame, items: pl.DataFrame, cfg: PLoveConfig
+) -> tuple[dict[str, pl.DataFrame], int]:
+    """Love labels split by time, with ``user_idx, item_idx`` from the vocabularies.
+
+    Returns the splits and the number of labelled impressions whose ids are not in the vocabularies
+    (dropped).
+    """
+    labels = love_labels(
+        events, cfg.labels.window_seconds, cfg.labels.reaction, cfg.labels.click_event
+    ).collect(engine="streaming")
+    if labels.height == 0:
+        raise ValueError(
+            "no labelled impressions: the log has no impression whose love window "
+            f"({cfg.labels.window_seconds} s) ends before the end of the log"
+        )
+    joined = labels.join(users, on=Col.USER).join(items, on=Col.ITEM)
+    return split_by_time(joined, cfg.labels.split), labels.height - joined.height
+
+
+def to_rows(frame: pl.DataFrame, ips_floor: float | None = None) -> LoveRows:
+    """A label frame as :class:`LoveRows`; a missing position counts as the top (0). With
+    ``ips_floor`` rows carry the clipped inverse-propensity weights of :func:`exposure_weights`."""
+    weights = None
+    if ips_floor is not None:
+        if frame[Col.PROPENSITY].null_count():
+            raise ValueError(
+                "plove.exposure_weighting: ips needs the logged propensity of every impression; "
+                f"{frame[Col.PROPENSITY].null_count()} training impressions lack one"
+            )
+        weights = exposure_weights(frame[Col.PROPENSITY].to_numpy(), ips_floor)
+    return LoveRows(
+        frame["user_idx"].to_numpy(),
+        frame["item_idx"].to_numpy(),
+        frame[Col.POSITION].fill_null(0).to_numpy(),
+        frame["click"].to_numpy(),
+        frame["love"].to_numpy(),
+        weights,
+    )
+
+
+def bucket_names(edges: np.ndarray) -> list[str]:
+    """``cold`` for code 0, then the training-impression range of each quantile bucket."""
+    bounds = [0, *np.ceil(np.expm1(edges)).astype(int).tolist(), None]
+    names = ["cold"]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        names.append(f"{max(lo, 1)}+" if hi is None else f"{max(lo, 1)}-{hi - 1}")
+    return names
+
+
+def evaluate_split(
+    scorer, rows: LoveRows, user_codes: np.ndarray, names: list[str], bins: int
+) -> tuple[dict, np.ndarray]:
+    """Raw and calibrated metrics of one split, overall and per user-activity bucket."""
+    raw_logit = scorer.raw_logit(rows.users, rows.items, rows.positions)
+    calibrated = scorer.calibrator.predict(raw_logit)
+    raw = 1.0 / (1.0 + np.exp(-raw_logit))
+    groups = user_codes[rows.users]
+    return {
+        "raw": metrics_by_group(raw, rows.loves, groups, names, bins),
+        "calibrated": metrics_by_group(calibrated, rows.loves, groups, names, bins),
+    }, calibrated
+
+
+def reliability_rows(
+    p: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], bins: int
+) -> tuple[list[dict], list[dict]]:
+    overall = reliability_curve(p, y, bins)
+    by_bucket = [
+        {"bucket": names[int(g)], **row}
+        for g in np.unique(groups)
+        for row in reliability_curve(p[groups == g], y[groups == g], bins)
+    ]
+    return overall, by_bucket
+
+
+def calibrate_and_score(
+    scorer, rows: dict[str, LoveRows], user_codes: np.ndarray, names: list[str], cfg: PLoveConfig
+) -> tuple[dict, list[dict], list[dict]]:
+    """Fit the calibrator on valid (chosen by cross-fitted log loss), then score valid and test.
+
+    Sets ``scorer.calibrator``; returns the metrics and the test reliability curve (overall and per
+    user-activity bucket).
+    """
+    valid = rows["valid"]
+    scorer.calibrator, cv_scores = choose_calibrator(
+        scorer.raw_logit(valid.users, valid.items, valid.positions),
+        valid.loves,
+        cfg.calibration,
+        cfg.calibration_folds,
+        cfg.seed,
+    )
+    metrics: dict = {"calibration": {"method": scorer.calibrator.name, "cv_log_loss": cv_scores}}
+    for split in ("valid", "test"):
+        metrics[split], p = evaluate_split(scorer, rows[split], user_codes, names, cfg.ece_bins)
+    test = rows["test"]
+    curve, by_bucket = reliability_rows(p, test.loves, user_codes[test.users], names, cfg.ece_bins)
+    return metrics, curve, by_bucket
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train and calibrate P[Love].")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--events", type=Path, default=EVENTS)
+    parser.add_argument("--features", type=Path, default=FEATURES)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--metrics", type=Path, default=METRICS)
+    parser.add_argument("--plot", type=Path, default=PLOT)
+    args = parser.parse_args(argv)
+
+    params, cfg = load_config(args.params)
+    if cfg.labels.reaction not in params.contract.reactions:
+        raise ValueError(
+            f"plove.labels.reaction {cfg.labels.reaction!r} is not one of contract.reactions "
+            f"{params.contract.reactions}"
+        )
+    users = pl.read_parquet(args.features / "users.parquet", columns=[Col.USER, "user_idx"])
+    items = pl.read_parquet(args.features / "items.parquet", columns=[Col.ITEM, "item_idx"])
+    splits, unknown = indexed_labels(pl.scan_parquet(args.events), users, items, cfg)
+    n_users, n_items = users.height, items.height
+    train = splits["train"]
+    user_codes, user_edges = bucket_codes(
+        np.bincount(train["user_idx"].to_numpy(), minlength=n_users), cfg.user_buckets
+    )
+    item_codes, item_edges = bucket_codes(
+        np.bincount(train["item_idx"].to_numpy(), minlength=n_items), cfg.item_buckets
+    )
+    names = bucket_names(user_edges)
+    sampled = downsample_negatives(train, cfg.labels.negative_rate, cfg.labels.seed)
+    rows = {s: to_rows(f) for s, f in splits.items()}
+
+    with start_run(params, "train_plove", "plove") as run:
+        logger = MLFlowLogger(
+            experiment_name=params.mlflow.experiment,
+            tracking_uri=tracking_uri(),
+            run_id=run.info.run_id,
+        )
+        fit = fit_plove(
+            to_rows(sampled, cfg.ips_floor if cfg.exposure_weighting == "ips" else None),
+            rows["valid"],
+            n_users,
+            n_items,
+            user_codes,
+            item_codes,
+            cfg,
+            logger,
+        )
+        scorer = fit.scorer
+        metrics, curve, curve_by_bucket = calibrate_and_score(scorer, rows, user_codes, names, cfg)
+        calibrator = scorer.calibrator
+        metrics["labels"] = {
+            s: {"rows": f.height, "loves": int(f["love"].sum()), "clicks": int(f["click"].sum())}
+            for s, f in splits.items()
+        }
+        metrics["labels"]["train_sampled_rows"] = sampled.height
+        metrics["labels"]["dropped_unknown_ids"] = unknown
+        info = {
+            **fit.info,
+            "run_id": run.info.run_id,
+            "config": cfg.model_dump(mode="json"),
+            "user_bucket_edges_log1p": user_edges.tolist(),
+            "item_bucket_edges_log1p": item_edges.tolist(),
+            "user_bucket_names": names,
+            "calibration": metrics["calibration"],
+            "test": metrics["test"]["calibrated"]["all"],
+        }
+        flat = {
+            f"{split}/{kind}/{m}": v
+            for split in ("valid", "test")
+            for kind in ("raw", "calibrated")
+            for m, v in metrics[split][kind]["all"].items()
+            if isinstance(v, float) and np.isfinite(v)
+        }
+        mlflow.log_metrics(flat)
+        with atomic_dir(args.out) as tmp:
+            scorer.save(tmp)
+            torch.save(fit.model.state_dict(), tmp / "model.pt")
+            write_json(tmp / "info.json", info)
+            pl.DataFrame(curve).write_csv(tmp / "reliability.csv")
+            pl.DataFrame(curve_by_bucket).write_csv(tmp / "reliability_by_bucket.csv")
+            mlflow.log_artifacts(str(tmp), artifact_path="plove")
+        write_json(args.metrics, metrics)
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(curve).write_csv(args.plot)
+        pl.DataFrame(curve_by_bucket).write_csv(
+            args.plot.with_name(f"{args.plot.stem}_by_bucket.csv")
+        )
+    t = metrics["test"]["calibrated"]["all"]
+    print(
+        f"train_plove: best epoch {fit.info['best_epoch']} of {fit.info['epochs_run']}, calibration "
+        f"{calibrator.name}; test AUC {t['auc']:.4f}, log loss {t['log_loss']:.5f}, NE "
+        f"{t['normalized_entropy']:.4f}, ECE {t['ece']:.5f} (rate {t['observed_rate']:.5f}) → "
+        f"{args.out}/ (MLflow run {run.info.run_id})"
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as exc:
+        sys.exit(f"train_plove failed: {exc}")

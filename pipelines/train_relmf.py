@@ -1,0 +1,177 @@
+"""Stage `train_relmf`: fit matrix factorisation with the Rel-MF loss and log the run to MLflow.
+
+Positives are the training rows with ``level ≥ relmf.level``; every other (user, item) pair is
+unlabeled (Y = 0). The exposure propensity θ is the per-item estimate of the features stage
+(``items.parquet: propensity`` = max((n_i / max_j n_j)^η, floor), η = ``features.propensity.eta``)
+— not the row-level logged serving probability, which is a per-slot probability and belongs to the
+off-policy estimators (models/ope.py). Training stops early on the validation IPS-DCG@k.
+
+Outputs (atomically, in data/models/relmf/): embeddings.npz (:class:`models.mf.MFEmbeddings`),
+model.pt (state dict), info.json (run id, epochs, validation and test IPS metrics),
+propensity.json (distribution of θ over the catalogue and over the training positives, share
+below M) and propensity.csv (its log10 histogram), all also logged to MLflow. For DVC:
+data/metrics/relmf.json (metrics) and data/metrics/relmf_propensity.csv (the histogram, a plot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from models.mf import (
+    Pairs,
+    RelMFConfig,
+    fit_relmf,
+    propensity_histogram,
+    propensity_report,
+)
+from models.ope import IPSRankingMetrics
+from pipelines.common import atomic_dir, log_dataset, start_run, tracking_uri, write_json
+from pipelines.params import Params, load_params
+
+FEATURES = Path("data/features")
+OUT = Path("data/models/relmf")
+METRICS = Path("data/metrics/relmf.json")
+PLOT = Path("data/metrics/relmf_propensity.csv")
+TEST_KS = (10, 20)
+
+
+def load_config(path: str | Path = "params.yaml") -> tuple[Params, RelMFConfig]:
+    """The pipeline's params, validated, and their ``relmf`` section."""
+    params = load_params(path)
+    return params, params.relmf
+
+
+def read_positives(path: Path, level: int, exclude: Pairs | None = None) -> Pairs:
+    """Distinct (user, item) pairs of a split with ``level ≥ level``, minus ``exclude``."""
+    frame = (
+        pl.read_parquet(path, columns=["user_idx", "item_idx", "level"])
+        .filter(pl.col("level") >= level)
+        .select("user_idx", "item_idx")
+        .unique()
+    )
+    if exclude is not None and exclude.users.size:
+        seen = pl.DataFrame(
+            {"user_idx": exclude.users, "item_idx": exclude.items},
+            schema={"user_idx": frame.schema["user_idx"], "item_idx": frame.schema["item_idx"]},
+        )
+        frame = frame.join(seen, on=["user_idx", "item_idx"], how="anti")
+    return Pairs(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy())
+
+
+def item_propensity(features_dir: Path) -> np.ndarray:
+    """θ per item index from items.parquet, shape (n_items,)."""
+    items = pl.read_parquet(features_dir / "items.parquet", columns=["item_idx", "propensity"])
+    return items.sort("item_idx")["propensity"].to_numpy()
+
+
+def ips_test_metrics(result, train: Pairs, test: Pairs, theta: np.ndarray, cfg: RelMFConfig):
+    """IPS-DCG@k and IPS-Recall@k of the test positives through the service's retrieval path."""
+    from serving.evaluation import recommender
+    from serving.retrieval import Retriever, SeenItems
+
+    emb = result.embeddings
+    seen = SeenItems.from_pairs(train.users, train.items, len(emb.user_factors))
+    recommend = recommender(Retriever(emb.item_vectors()), emb.user_vectors(), seen)
+    out = {}
+    for k in TEST_KS:
+        metric = IPSRankingMetrics(k, cfg.valid_floor)
+        out.update(
+            metric.evaluate_recommender(recommend, test.users, test.items, theta[test.items])
+        )
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as CSV atomically (temporary sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pl.DataFrame(rows).write_csv(tmp)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    params, cfg = load_config()
+    meta = json.loads((FEATURES / "meta.json").read_text())
+    if cfg.level > len(meta["levels"]):
+        raise ValueError(f"relmf.level {cfg.level} exceeds the {len(meta['levels'])} levels")
+    train = read_positives(FEATURES / "train.parquet", cfg.level)
+    valid = read_positives(FEATURES / "valid.parquet", cfg.level, exclude=train)
+    test = read_positives(FEATURES / "test.parquet", cfg.level, exclude=train)
+    theta = item_propensity(FEATURES)
+    n_users, n_items = meta["n_users"], meta["n_items"]
+
+    with start_run(params, "train_relmf", "relmf") as run:
+        digest = log_dataset(
+            FEATURES,
+            f"{params.source.kind}-features",
+            ["train.parquet", "valid.parquet", "items.parquet"],
+        )
+        logger = MLFlowLogger(
+            experiment_name=params.mlflow.experiment,
+            tracking_uri=tracking_uri(),
+            run_id=run.info.run_id,
+        )
+        result = fit_relmf(
+            train,
+            n_users,
+            n_items,
+            theta,
+            cfg,
+            valid=valid if valid.users.size else None,
+            n_levels=len(meta["levels"]),
+            logger=logger,
+        )
+        report = {
+            "items": propensity_report(theta, cfg.loss.clip),
+            "train_positives": propensity_report(theta[train.items], cfg.loss.clip),
+            "estimator": cfg.loss.estimator,
+        }
+        histogram = propensity_histogram({"items": theta, "train_positives": theta[train.items]})
+        test_metrics = ips_test_metrics(result, train, test, theta, cfg) if test.users.size else {}
+        info = {
+            **result.info,
+            **{f"test/{k}": v for k, v in test_metrics.items()},
+            "run_id": run.info.run_id,
+            "dataset_digest": digest,
+            "levels": meta["levels"],
+            "level": cfg.level,
+        }
+        mlflow.log_metrics(
+            {
+                "propensity/fraction_below_clip": report["train_positives"]["fraction_below_clip"],
+                "propensity/median": report["train_positives"]["median"],
+                **{k: v for k, v in info.items() if k.startswith(("test/", "best_valid"))},
+            }
+        )
+        with atomic_dir(OUT) as tmp:
+            result.embeddings.save(tmp / "embeddings.npz")
+            torch.save(result.model.state_dict(), tmp / "model.pt")
+            write_json(tmp / "info.json", info)
+            write_json(tmp / "propensity.json", report)
+            pl.DataFrame(histogram).write_csv(tmp / "propensity.csv")
+            mlflow.log_artifacts(str(tmp), artifact_path="relmf")
+    write_json(METRICS, {k: v for k, v in info.items() if isinstance(v, int | float)} | report)
+    write_csv(PLOT, histogram)
+    valid_key = f"best_valid_ips_dcg_at_{cfg.valid_k}"
+    print(
+        f"train_relmf: {cfg.loss.estimator} (M={cfg.loss.clip}, {cfg.loss.local_loss}), "
+        f"{info['n_positives']:,} positives, {report['train_positives']['fraction_below_clip']:.1%} "
+        f"with θ < M; epochs {info['epochs_run']}, valid IPS-DCG@{cfg.valid_k} "
+        f"{info.get(valid_key, float('nan')):.4f} → {OUT}/ (MLflow run {run.info.run_id})"
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as exc:
+        sys.exit(f"train_relmf failed: {exc}")

@@ -24,6 +24,7 @@ from serving.retrieval import SeenItems
 
 FEATURES = Path("data/features")
 MODEL = Path("data/models/gnolr")
+PLOVE = Path("data/models/plove")
 OUT = Path("data/serving")
 METRICS = Path("data/metrics/index.json")
 
@@ -69,6 +70,10 @@ def main() -> None:
             tmp / "items.parquet"
         )
         seen.save(tmp / "seen.npz")
+        if (PLOVE / "scorer.npz").exists():
+            (tmp / "plove").mkdir()
+            for name in ("scorer.npz", "calibrator.json"):
+                shutil.copy(PLOVE / name, tmp / "plove" / name)
         np.save(tmp / "popular.npy", popular)
         manifest = {
             "model_version": f"gnolr-{file_digest(MODEL / 'embeddings.npz')}",
@@ -76,6 +81,7 @@ def main() -> None:
             "dataset_digest": info.get("dataset_digest"),
             "levels": info["levels"],
             "index_kind": kind,
+            "plove": (PLOVE / "scorer.npz").exists(),
             "ef_search": cfg.hnsw_ef_search,
             "nprobe": cfg.ivf_nprobe,
         }

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from models.gnolr import GNOLREmbeddings
+from models.plove import PLoveScorer
 from serving.retrieval import Retriever, SeenItems
 
 REQUIRED = (
@@ -39,6 +40,7 @@ class Bundle:
     seen: SeenItems
     popular: np.ndarray  # item indices, most popular first
     manifest: dict
+    plove: PLoveScorer | None = None
 
     @property
     def model_version(self) -> str:
@@ -76,4 +78,5 @@ def load_bundle(directory: str | Path) -> Bundle:
         seen=SeenItems.load(directory / "seen.npz"),
         popular=np.load(directory / "popular.npy"),
         manifest=manifest,
+        plove=PLoveScorer.load(directory / "plove") if (directory / "plove").exists() else None,
     )

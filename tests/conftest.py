@@ -33,6 +33,8 @@ TINY_PARAMS = {
     },
     "evaluate": {"ks": [10, 20]},
     "index": {"recall_queries": 50},
+    "relmf": {"max_epochs": 3},
+    "plove": {"max_epochs": 3},
 }
 
 
@@ -59,7 +61,7 @@ def write_params(directory: Path, overrides: dict) -> None:
 @pytest.fixture(scope="session")
 def pipeline_dir(tmp_path_factory) -> Path:
     """A directory where ingest → features → train_gnolr → evaluate → index have run on a tiny world."""
-    from pipelines import evaluate, features, index, ingest, train_gnolr
+    from pipelines import evaluate, features, index, ingest, train_gnolr, train_plove, train_relmf
 
     directory = tmp_path_factory.mktemp("pipeline")
     write_params(directory, TINY_PARAMS)
@@ -67,8 +69,10 @@ def pipeline_dir(tmp_path_factory) -> Path:
     os.chdir(directory)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{directory / 'mlflow.db'}"
     try:
-        for stage in (ingest, features, train_gnolr, evaluate, index):
+        for stage in (ingest, features, train_gnolr, train_relmf, evaluate):
             stage.main()
+        train_plove.main([])  # it takes command-line options; run it with the defaults
+        index.main()
     finally:
         os.chdir(old_cwd)
         if old_uri is None:

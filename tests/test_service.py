@@ -100,3 +100,34 @@ def test_non_json_body_is_a_4xx(client):
 def test_health_and_readiness(client):
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_love_weight_zero_keeps_the_relevance_order_and_p_love_is_reported(client, bundle):
+    user_id, _ = a_user_with_history(bundle)
+    plain = client.post("/recommend", json={"user_id": user_id, "k": 10}).json()
+    blended = client.post(
+        "/recommend",
+        json={"user_id": user_id, "k": 10, "objective_weights": {"relevance": 1, "love": 0}},
+    ).json()
+    assert [i["item_id"] for i in blended["items"]] == [i["item_id"] for i in plain["items"]]
+    assert all(0 < i["p_love"] < 1 for i in plain["items"])
+
+
+def test_love_weight_reorders_towards_higher_p_love(client, bundle):
+    user_id, _ = a_user_with_history(bundle)
+    plain = client.post("/recommend", json={"user_id": user_id, "k": 10}).json()
+    loved = client.post(
+        "/recommend",
+        json={"user_id": user_id, "k": 10, "objective_weights": {"relevance": 0, "love": 1}},
+    )
+    assert loved.status_code == 200, loved.text
+    p_plain = np.mean([i["p_love"] for i in plain["items"]])
+    p_loved = [i["p_love"] for i in loved.json()["items"]]
+    assert np.mean(p_loved) >= p_plain
+    assert p_loved == sorted(p_loved, reverse=True)  # love only: ordered by P[Love]
+
+
+@pytest.mark.parametrize("weights", [{"love": -1}, {"relevance": "a lot"}, {"love": 1, "fun": 2}])
+def test_bad_objective_weights_are_a_4xx(client, weights):
+    r = client.post("/recommend", json={"user_id": "u1", "objective_weights": weights})
+    assert 400 <= r.status_code < 500, r.text

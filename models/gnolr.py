@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from models.losses.relmf import RelMFLoss
+
 
 class GNOLRConfig(BaseModel):
     """Architecture and training settings of GNOLR (params.yaml → ``gnolr``)."""
@@ -36,10 +38,15 @@ class GNOLRConfig(BaseModel):
         description="s_c = Σ_{j≤c} cos_j (nested); cos_c of level c's own heads (independent, "
         "GNOLR-V0); one cosine for every level (shared, naive neural OLR)",
     )
-    loss: Literal["nested", "full", "bce"] = Field(
+    loss: Literal["nested", "full", "bce", "ips"] = Field(
         "nested",
         description="Σ_t L_t (nested); only the full ordinal NLL L_T (full, GNOLR-V1); Σ_c BCE of "
-        "P(k>c) against level ≥ c (bce, multi-task BCE)",
+        "P(k>c) against level ≥ c (bce, multi-task BCE); Σ_c of the Rel-MF loss ``ips_loss`` with "
+        "each row's propensity (ips: an exposure-debiased two-tower)",
+    )
+    ips_loss: RelMFLoss = Field(
+        default_factory=lambda: RelMFLoss(local_loss="log", non_negative=True),
+        description="the naive / IPS / clipped-IPS loss used when loss = ips (methods.md §2)",
     )
     learned_thresholds: bool = Field(
         False, description="learn a = a_1 + cumsum(exp(δ)) (ordered) instead of fixing it"

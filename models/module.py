@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.gnolr import GNOLR, GNOLRConfig
-from models.losses.gnolr import gnolr_loss, listwise_loss
+from models.losses.gnolr import gnolr_loss, ips_level_loss, listwise_loss
 from models.metrics import auc
 
 MONITOR = "valid/auc_product"
@@ -31,11 +31,13 @@ class GNOLRModule(L.LightningModule):
 
     def _loss(self, batch) -> torch.Tensor:
         """The configured ordinal loss, plus the listwise term and the threshold pull when on."""
-        users, items, level = batch
+        users, items, level = batch[:3]
         user_emb, item_emb = self.model.embed(users, items)
-        loss = gnolr_loss(
-            self.model.logits_from(user_emb, item_emb), level, self.cfg.loss, self.cfg.eps
-        )
+        logits = self.model.logits_from(user_emb, item_emb)
+        if self.cfg.loss == "ips":
+            loss = ips_level_loss(logits, level, batch[3], self.cfg.ips_loss)
+        else:
+            loss = gnolr_loss(logits, level, self.cfg.loss, self.cfg.eps)
         if self.cfg.listwise_weight > 0:
             pairs = [
                 self.model.level_vectors(user_emb, item_emb, c) for c in range(self.model.n_levels)
@@ -60,9 +62,12 @@ class GNOLRModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        users, items, level = batch
+        users, items, level = batch[:3]
         logits = self.model(users, items)
-        loss = gnolr_loss(logits, level, self.cfg.loss, self.cfg.eps)
+        if self.cfg.loss == "ips":
+            loss = ips_level_loss(logits, level, batch[3], self.cfg.ips_loss)
+        else:
+            loss = gnolr_loss(logits, level, self.cfg.loss, self.cfg.eps)
         self.log("valid/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         self._valid.append((logits.detach().cpu(), level.detach().cpu()))
 

@@ -31,12 +31,17 @@ class Interactions:
     users: np.ndarray
     items: np.ndarray
     levels: np.ndarray
+    propensity: np.ndarray | None = None  # θ per row, for loss = ips
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return tuple(
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(users, items, levels) as int64 tensors, plus the float propensity when present."""
+        ids = tuple(
             torch.from_numpy(np.array(a, dtype=np.int64))
             for a in (self.users, self.items, self.levels)
         )
+        if self.propensity is None:
+            return ids
+        return (*ids, torch.from_numpy(np.array(self.propensity, dtype=np.float32)))
 
 
 @dataclass
@@ -66,9 +71,15 @@ def fit_gnolr(
     Thresholds are fixed at a_c = −logit(base rate of level ≥ c); γ is validated against them
     before any training starts.
     """
+    if cfg.loss == "ips" and (train.propensity is None or valid.propensity is None):
+        raise ValueError("gnolr.loss = ips needs each row's propensity in the training data")
     thresholds = thresholds_from_base_rates(base_rates)
     gamma = resolve_gamma(
-        cfg.gamma, thresholds, level_names, scoring=cfg.scoring, ordered=cfg.loss != "bce"
+        cfg.gamma,
+        thresholds,
+        level_names,
+        scoring=cfg.scoring,
+        ordered=cfg.loss not in ("bce", "ips"),
     )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = GNOLR(n_users, n_items, thresholds, gamma, cfg, user_features, item_features)

@@ -131,9 +131,12 @@ def read_interactions(path: str | Path):
 
     from models.train import Interactions
 
-    frame = pl.read_parquet(path, columns=["user_idx", "item_idx", "level"])
+    frame = pl.read_parquet(path, columns=["user_idx", "item_idx", "level", "propensity"])
     return Interactions(
-        frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), frame["level"].to_numpy()
+        frame["user_idx"].to_numpy(),
+        frame["item_idx"].to_numpy(),
+        frame["level"].to_numpy(),
+        frame["propensity"].to_numpy(),
     )
 
 

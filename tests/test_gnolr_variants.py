@@ -140,3 +140,31 @@ def test_bce_heads_need_no_ordering_so_gamma_is_not_checked():
     resolve_gamma(5.0, a, ["click", "cart"], "independent", ordered=False)
     with pytest.raises(ValueError, match="positive"):
         resolve_gamma(-1.0, a, ["click", "cart"], ordered=False)
+
+
+def test_ips_level_loss_naive_log_equals_multitask_bce_and_clipping_reweights():
+    from models.losses.gnolr import ips_level_loss
+    from models.losses.relmf import RelMFLoss
+
+    logits = torch.tensor([[0.5, -1.0], [1.0, 0.0], [-0.3, -2.0]], dtype=torch.float64)
+    level = torch.tensor([1, 2, 0])
+    theta = torch.tensor([0.05, 0.5, 0.2], dtype=torch.float64)
+    naive = RelMFLoss(estimator="naive", local_loss="log")
+    assert ips_level_loss(logits, level, theta, naive).item() == pytest.approx(
+        gnolr_loss(logits, level, "bce").item(), rel=1e-12
+    )
+    # Clipped at M = 0.1 with squared loss, level 1 only: weights w = Y / max(θ, M) per row.
+    clipped = RelMFLoss(estimator="clipped", clip=0.1, local_loss="squared")
+    p = torch.sigmoid(logits[:, 0])
+    w = torch.tensor([1 / 0.1, 1 / 0.5, 0.0], dtype=torch.float64)
+    expected = (w * (1 - p) ** 2 + (1 - w) * p**2).mean()
+    got = ips_level_loss(logits[:, :1], level, theta, clipped)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_ips_training_needs_propensities():
+    from models.train import Interactions, fit_gnolr
+
+    rows = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="propensity"):
+        fit_gnolr(rows, rows, 2, 2, [0.5], ["click"], GNOLRConfig(loss="ips"), progress=False)

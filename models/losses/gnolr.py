@@ -75,3 +75,17 @@ def listwise_loss(
         scores = q[rows] @ v.T  # (P, B)
         total = total + F.cross_entropy(scores, rows)
     return total
+
+
+def ips_level_loss(
+    logits: torch.Tensor, level: torch.Tensor, propensity: torch.Tensor, loss
+) -> torch.Tensor:
+    """Σ_c of a Rel-MF loss (``models.losses.relmf.RelMFLoss``) on σ(l_c) against 1{level ≥ c}.
+
+    Each level's head is trained as an exposure-debiased classifier with the row's propensity θ.
+    """
+    reached = level.unsqueeze(1) >= torch.arange(1, logits.shape[1] + 1, device=logits.device)
+    theta = propensity.to(logits.dtype)
+    return sum(
+        loss(logits[:, c], reached[:, c].to(logits.dtype), theta) for c in range(logits.shape[1])
+    )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.gnolr import GNOLRConfig
-from models.train import Interactions, fit_gnolr
+from models.train import Interactions, fit_gnolr, fit_per_level
 
 
 def export(features: Path, out: Path) -> None:
@@ -86,24 +86,19 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
             accelerator=accelerator,
         )
         return time.perf_counter() - start, res.info["best_valid_auc_product"], res.info["device"]
-    scores = []
-    for c, name in enumerate(names, start=1):
-        tr, va = (
-            Interactions(x.users, x.items, (x.levels >= c).astype(np.int64))
-            for x in (split["train"], split["valid"])
-        )
-        res = fit_gnolr(
-            tr,
-            va,
-            n_users,
-            n_items,
-            [rates[c - 1]],
-            [name],
-            cfg.model_copy(update={"loss": "bce"}),
-            progress=False,
-            accelerator=accelerator,
-        )
-        scores.append(res.info["best_valid_auc_product"])
+    fits = fit_per_level(
+        split["train"],
+        split["valid"],
+        n_users,
+        n_items,
+        rates,
+        names,
+        cfg,
+        progress=False,
+        accelerator=accelerator,
+    )
+    scores = [f.info["best_valid_auc_product"] for f in fits]
+    res = fits[-1]
     return time.perf_counter() - start, float(np.prod(scores)), res.info["device"]
 
 

@@ -30,9 +30,8 @@ from features.sources import load_events, load_side_features
 from features.split import SplitConfig
 from features.training_sets import TrainingSets, build_training_sets
 from models.baselines import BPRConfig, PerLevelScorer, PopularityScorer, Scorer, fit_bpr
-from models.gnolr import GNOLRConfig
 from models.popularity import popularity_counts
-from models.train import Interactions, fit_gnolr
+from models.train import Interactions, fit_gnolr, fit_per_level
 from pipelines.common import start_run, write_json
 from pipelines.evaluate import true_gain_fn
 from pipelines.params import Params, load_params
@@ -100,29 +99,21 @@ def train_model(
         )
         return fit.embeddings, {**fit.info, "seconds": time.perf_counter() - start}
     if name == "bce_per_level":
-        cfg: GNOLRConfig = params.gnolr.model_copy(update={"loss": "bce", "gamma": "auto"})
-        models, epochs = [], 0
-        for c, level in enumerate(names, start=1):
-            tr = Interactions(train.users, train.items, (train.levels >= c).astype(np.int64))
-            va = Interactions(valid.users, valid.items, (valid.levels >= c).astype(np.int64))
-            fit = fit_gnolr(
-                tr,
-                va,
-                n_users,
-                n_items,
-                [rates[c - 1]],
-                [level],
-                cfg,
-                progress=False,
-                user_features=side[0],
-                item_features=side[1],
-            )
-            models.append(fit.embeddings)
-            epochs += fit.info["epochs_run"]
-        return PerLevelScorer(models), {
-            "seconds": time.perf_counter() - start,
-            "epochs_run": epochs,
-        }
+        fits = fit_per_level(
+            train,
+            valid,
+            n_users,
+            n_items,
+            rates,
+            names,
+            params.gnolr.model_copy(update={"gamma": "auto"}),
+            progress=False,
+            user_features=side[0],
+            item_features=side[1],
+        )
+        epochs = sum(f.info["epochs_run"] for f in fits)
+        scorer = PerLevelScorer([f.embeddings for f in fits])
+        return scorer, {"seconds": time.perf_counter() - start, "epochs_run": epochs}
     if name == "bpr":
         pos = train.levels >= 1
         scorer = fit_bpr(

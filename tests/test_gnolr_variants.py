@@ -168,3 +168,19 @@ def test_ips_training_needs_propensities():
     rows = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([0, 1]))
     with pytest.raises(ValueError, match="propensity"):
         fit_gnolr(rows, rows, 2, 2, [0.5], ["click"], GNOLRConfig(loss="ips"), progress=False)
+
+
+def test_per_level_baseline_trains_one_single_level_bce_model_per_level(monkeypatch):
+    import models.train as mt
+
+    seen = []
+
+    def fake_fit(train, valid, n_users, n_items, rates, names, cfg, **kwargs):
+        seen.append((train.levels.tolist(), rates, names, cfg.loss))
+        return names
+
+    monkeypatch.setattr(mt, "fit_gnolr", fake_fit)
+    rows = mt.Interactions(np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([0, 2, 1]))
+    fits = mt.fit_per_level(rows, rows, 3, 3, [0.5, 0.2], ["click", "cart"], GNOLRConfig())
+    assert fits == [["click"], ["cart"]]
+    assert seen == [([0, 1, 1], [0.5], ["click"], "bce"), ([0, 1, 0], [0.2], ["cart"], "bce")]

@@ -18,7 +18,13 @@ examination and P*(·|u, i) its true probabilities at the top position:
   novelty = mean over slots of −log2((c_i + 1)/(U_train + 1)), c_i = training users with a positive.
 
 ``evaluator`` compares predicted with realised rates across ≥ 8 policies: Pearson and Spearman
-correlation with 95 % bootstrap intervals (users resampled, policies paired). ``sweep`` re-ranks
+correlation with 95 % bootstrap intervals (users resampled, policies paired). It also estimates each
+policy's love rate from the logged impressions of the same users alone (``--ope-splits``, default
+the test split; no simulator truth): self-normalised IPS and SN-DR (P[Love] as the direct term)
+over the logged slates with their logged propensities, a slate being "a uniform slot of the
+policy's top-K" and logged rewards moved to the target slot by the position-based model with
+examination e(p) (:func:`models.ope.topk_slate_terms`); each with a 95 % interval (users
+resampled), whether it covers the realised rate, and Spearman(OPE, realised). ``sweep`` re-ranks
 GNOLR's top ``--candidates`` by w_rel·l_T + w_love·logit(P[Love]) for each w_love. Each writes a
 Markdown table to stdout, CSVs usable as DVC plots and a JSON summary under ``--out-dir``.
 """
@@ -36,6 +42,7 @@ import polars as pl
 
 from features.sources.synthetic import World, examination, parse_index
 from models.gnolr import GNOLREmbeddings
+from models.ope import TopKSlateTerms, bootstrap_counts, topk_slate_terms
 from models.plove import PLoveScorer
 from models.ranking_blend import BlendWeights, blended_recommend
 from serving.retrieval import Retriever, SeenItems
@@ -263,8 +270,119 @@ def markdown(rows: list[dict], columns: list[str], fmt: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+# ---- off-policy estimates from the logged impressions --------------------------------------------
+
+OPE_ESTIMATORS = ("snips", "dr")
+
+
+@dataclass
+class LoggedRounds:
+    """Logged impressions of the sampled users: ``row`` indexes ``Setting.users``."""
+
+    row: np.ndarray
+    item: np.ndarray
+    position: np.ndarray
+    love: np.ndarray
+    pscore: np.ndarray
+    dropped: int  # impressions of these users without a logged propensity or position
+
+
+def load_logged(features: Path, users: np.ndarray, splits: list[str]) -> LoggedRounds:
+    """Impressions of ``users`` (sorted) in the ``splits`` of the feature table, with their logged
+    propensity π_0(item | user, slot) and love label."""
+    cols = ["user_idx", "item_idx", "position", "r_love", "propensity_logged"]
+    frame = pl.concat(
+        [pl.read_parquet(features / f"{split}.parquet", columns=cols) for split in splits]
+    ).filter(pl.col("user_idx").is_in(users))
+    usable = frame.drop_nulls(["position", "propensity_logged"])
+    row = np.searchsorted(users, usable["user_idx"].to_numpy())
+    return LoggedRounds(
+        row=row,
+        item=usable["item_idx"].to_numpy().astype(np.int64),
+        position=usable["position"].to_numpy().astype(np.int64),
+        love=usable["r_love"].to_numpy().astype(np.float64),
+        pscore=usable["propensity_logged"].to_numpy(),
+        dropped=frame.height - usable.height,
+    )
+
+
+def off_policy_terms(s: Setting, slates: np.ndarray, log: LoggedRounds) -> TopKSlateTerms:
+    """SNIPS / SN-DR terms of one policy's slates; P[Love] at each slot is the DR model."""
+    positions = np.broadcast_to(np.arange(slates.shape[1]), slates.shape)
+    users = np.broadcast_to(s.users[:, None], slates.shape)
+    q = s.plove.predict(users.ravel(), slates.ravel(), positions.ravel()).reshape(slates.shape)
+    exam = examination(np.arange(max(slates.shape[1], int(log.position.max()) + 1)))
+    return topk_slate_terms(slates, log.row, log.item, log.position, log.love, log.pscore, exam, q)
+
+
+def nan_correlations(est: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """(Pearson, Spearman) over the policies where ``est`` is finite (nan with fewer than 3)."""
+    ok = np.isfinite(est)
+    if ok.sum() < 3:
+        return float("nan"), float("nan")
+    return pearson(est[ok], real[ok]), spearman(est[ok], real[ok])
+
+
+def ope_summary(
+    names: list[str],
+    pred: np.ndarray,
+    real: np.ndarray,
+    terms: dict[str, TopKSlateTerms],
+    subsets: dict[str, tuple[str, list[int]]],
+    counts: np.ndarray,
+) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """Per-estimator correlations with the realised rates (bootstrap over users, paired across
+    policies and with the realised rates), coverage of the realised rate by each interval, and the
+    paired bootstrap difference Spearman(OPE) − Spearman(predicted P[Love]).
+
+    ``pred``, ``real`` (U, P) predicted and realised rates; ``counts`` (B, U) bootstrap draws of
+    users. Returns the summary and, per estimator, the point estimates and 95 % bounds per policy.
+    """
+    real_point = real.mean(0)
+    real_reps = counts @ real / counts.sum(1, keepdims=True)
+    pred_reps = counts @ pred / counts.sum(1, keepdims=True)
+    out: dict = {}
+    per_policy: dict[str, dict[str, np.ndarray]] = {}
+    for est in OPE_ESTIMATORS:
+        intervals = [terms[n].interval(est, counts) for n in names]
+        point = np.array([i.estimate for i in intervals])
+        lo, hi = np.array([i.lower for i in intervals]), np.array([i.upper for i in intervals])
+        reps = np.stack([getattr(terms[n], est)(counts) for n in names], axis=1)  # (B, P)
+        covers = (lo <= real_point) & (real_point <= hi)
+        per_policy[est] = {"estimate": point, "lo": lo, "hi": hi, "covers": covers}
+        block: dict = {}
+        for key, (_, cols) in subsets.items():
+            pear, spear = nan_correlations(point[cols], real_point[cols])
+            boot = np.array(
+                [nan_correlations(reps[b, cols], real_reps[b, cols]) for b in range(len(counts))]
+            )
+            p_lo, p_hi = np.nanquantile(boot[:, 0], [0.025, 0.975])
+            s_lo, s_hi = np.nanquantile(boot[:, 1], [0.025, 0.975])
+            pred_spearman = np.array(
+                [spearman(pred_reps[b, cols], real_reps[b, cols]) for b in range(len(counts))]
+            )
+            d_lo, d_hi = np.nanquantile(boot[:, 1] - pred_spearman, [0.025, 0.975])
+            block[key] = {
+                "pearson": pear,
+                "pearson_lo": float(p_lo),
+                "pearson_hi": float(p_hi),
+                "spearman": spear,
+                "spearman_lo": float(s_lo),
+                "spearman_hi": float(s_hi),
+                "spearman_minus_predicted": spear - spearman(pred.mean(0)[cols], real_point[cols]),
+                "spearman_minus_predicted_lo": float(d_lo),
+                "spearman_minus_predicted_hi": float(d_hi),
+                "coverage": float(covers[cols].mean()),
+                "n_covered": int(covers[cols].sum()),
+                "n_policies": len(cols),
+            }
+        out[est] = block
+    return out, per_policy
+
+
 def run_evaluator(s: Setting, args: argparse.Namespace) -> None:
-    measured = {name: per_user(s, make()) for name, make in policies(s).items()}
+    slates = {name: make() for name, make in policies(s).items()}
+    measured = {name: per_user(s, sl) for name, sl in slates.items()}
     names = list(measured)
     pred = np.stack([measured[n]["predicted_love"] for n in names], axis=1)
     real = np.stack([measured[n]["realised_love"] for n in names], axis=1)
@@ -287,10 +405,26 @@ def run_evaluator(s: Setting, args: argparse.Namespace) -> None:
         }
         for key, (_, cols) in subsets.items()
     }
+    log = load_logged(args.features, s.users, args.ope_splits)
+    terms = {name: off_policy_terms(s, slates[name], log) for name in names}
+    counts = bootstrap_counts(len(s.users), args.bootstrap, seed=args.seed + 2)
+    ope, ope_rows = ope_summary(names, pred, real, terms, subsets, counts)
     rows = []
     for j, name in enumerate(names):
         p_lo, p_hi = interval(pred[:, j], args.bootstrap, rng)
         r_lo, r_hi = interval(real[:, j], args.bootstrap, rng)
+        ope_cols = {
+            f"{est}{suffix}": (
+                bool(ope_rows[est][key][j]) if key == "covers" else float(ope_rows[est][key][j])
+            )
+            for est in OPE_ESTIMATORS
+            for key, suffix in (
+                ("estimate", ""),
+                ("lo", "_lo"),
+                ("hi", "_hi"),
+                ("covers", "_covers"),
+            )
+        }
         rows.append(
             {
                 "policy": name,
@@ -303,16 +437,32 @@ def run_evaluator(s: Setting, args: argparse.Namespace) -> None:
                 "realised_hi": r_hi,
                 "ratio": float(pred[:, j].mean() / real[:, j].mean()),
                 "purchase": float(measured[name]["purchase"].mean()),
+                **ope_cols,
+                "ope_matched": terms[name].n_matched,
+                "ope_matched_loves": terms[name].matched_reward,
             }
         )
     rows.sort(key=lambda r: r["realised"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows).write_csv(args.out_dir / "evaluator.csv")
+    ope_columns = ["policy", "realised", "predicted"]
+    ope_columns += [f"{e}{x}" for e in OPE_ESTIMATORS for x in ("", "_lo", "_hi", "_covers")]
+    pl.DataFrame(rows).select(ope_columns).write_csv(args.out_dir / "evaluator_ope.csv")
     summary.update(
         n_policies=len(names),
         n_users=len(s.users),
         k=s.k,
         n_boot=args.bootstrap,
+        ope={
+            **ope,
+            "splits": args.ope_splits,
+            "n_rounds": int(log.row.size),
+            "n_loves": int(log.love.sum()),
+            "dropped_rounds": log.dropped,
+            "target": "uniform over the policy's K slots",
+            "position_model": "PBM, e(p) = 1/log2(p + 2)",
+            "interval": "95 % percentile bootstrap over users",
+        },
     )
     (args.out_dir / "evaluator.json").write_text(json.dumps(summary, indent=2) + "\n")
     cols = ["policy", "optimises", "predicted", "realised", "realised_lo", "realised_hi", "ratio"]
@@ -331,7 +481,25 @@ def run_evaluator(s: Setting, args: argparse.Namespace) -> None:
             f"[{c['pearson_lo']:.3f}, {c['pearson_hi']:.3f}], "
             f"Spearman {c['spearman']:.3f} [{c['spearman_lo']:.3f}, {c['spearman_hi']:.3f}]"
         )
-    print(f"  → {args.out_dir}/evaluator.csv, evaluator.json")
+    print(
+        f"\nOff-policy estimates from {log.row.size} logged impressions ({int(log.love.sum())} "
+        f"loves) of these users in {'+'.join(args.ope_splits)}:"
+    )
+    ope_print = ["policy", "realised", "predicted", "snips", "snips_lo", "snips_hi", "snips_covers"]
+    ope_print += ["dr", "dr_lo", "dr_hi", "dr_covers", "ope_matched", "ope_matched_loves"]
+    print(markdown(rows, ope_print, {c: ".5f" for c in ope_print[1:6] + ope_print[7:10]}))
+    for est in OPE_ESTIMATORS:
+        for key, (label, _) in subsets.items():
+            c = ope[est][key]
+            print(
+                f"  {est}, {label}: Spearman {c['spearman']:.3f} "
+                f"[{c['spearman_lo']:.3f}, {c['spearman_hi']:.3f}], Pearson {c['pearson']:.3f} "
+                f"[{c['pearson_lo']:.3f}, {c['pearson_hi']:.3f}], Spearman − P[Love]'s "
+                f"{c['spearman_minus_predicted']:+.3f} [{c['spearman_minus_predicted_lo']:+.3f}, "
+                f"{c['spearman_minus_predicted_hi']:+.3f}], interval covers the realised rate for "
+                f"{c['n_covered']}/{c['n_policies']}"
+            )
+    print(f"  → {args.out_dir}/evaluator.csv, evaluator_ope.csv, evaluator.json")
 
 
 def sweep_rows(s: Setting, weights: list[float], candidates: int) -> list[dict]:
@@ -445,6 +613,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 1, 2, 4, 8, 16])
     parser.add_argument(
         "--max-purchase-drop", type=float, default=0.05, help="guardrail on the purchase rate"
+    )
+    parser.add_argument(
+        "--ope-splits",
+        nargs="+",
+        default=["test"],
+        choices=["train", "valid", "test"],
+        help="logged splits the off-policy estimates use (evaluator)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

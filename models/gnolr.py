@@ -338,20 +338,20 @@ class GNOLREmbeddings:
         """P(k > c) for aligned pairs, shape (n, T)."""
         return 1.0 / (1.0 + np.exp(-self.logits(users, items)))
 
-    def level_vectors(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """(user, item) vectors whose inner product is γ_c·s_c, for 0-based ``level`` c.
-
-        Nested: the prefixes E^c; independent: level c's own head; shared: the one head.
-        """
+    def _heads(self, emb: np.ndarray, level: int) -> np.ndarray:
+        """Level c's part of sub-embeddings (n, H, d) as flat vectors: the prefix E^c when nested,
+        level c's own head when independent, the one head when shared."""
         if self.scoring == "nested":
-            u, i = self.users[:, : level + 1], self.items[:, : level + 1]
+            part = emb[:, : level + 1]
         else:
-            head = 0 if self.scoring == "shared" else level
-            u, i = self.users[:, head], self.items[:, head]
-        u = u.reshape(len(u), -1) * self.gamma[level]
+            part = emb[:, 0 if self.scoring == "shared" else level]
+        return part.reshape(len(part), -1)
+
+    def level_vectors(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) vectors whose inner product is γ_c·s_c, for 0-based ``level`` c."""
         return (
-            np.ascontiguousarray(u, dtype=np.float32),
-            np.ascontiguousarray(i.reshape(len(i), -1), dtype=np.float32),
+            np.ascontiguousarray(self._heads(self.users, level) * self.gamma[level], np.float32),
+            np.ascontiguousarray(self._heads(self.items, level), dtype=np.float32),
         )
 
     def item_vectors(self) -> np.ndarray:
@@ -359,9 +359,13 @@ class GNOLREmbeddings:
         return self.level_vectors(self.n_levels - 1)[1]
 
     def user_vectors(self, users: np.ndarray | None = None) -> np.ndarray:
-        """Query side, scaled by γ_T so that <query, item vector> − a_T is the deepest logit."""
-        vectors = self.level_vectors(self.n_levels - 1)[0]
-        return vectors if users is None else vectors[users]
+        """Query side, scaled by γ_T so that <query, item vector> − a_T is the deepest logit.
+
+        Only the requested users are computed (a request must not cost O(n_users + n_items)).
+        """
+        level = self.n_levels - 1
+        emb = self.users if users is None else self.users[np.atleast_1d(users)]
+        return np.ascontiguousarray(self._heads(emb, level) * self.gamma[level], np.float32)
 
     def save(self, path) -> None:
         np.savez(

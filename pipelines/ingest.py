@@ -2,31 +2,49 @@
 
 Outputs (atomically, in data/ingest/): events.parquet, quarantine.parquet, world.npz (synthetic
 only), user_features.parquet / item_features.parquet (where the source has side features);
-metrics in data/metrics/ingest.json. Too many bad rows fail the stage; the rejected rows are then
-kept in data/rejected/quarantine.parquet so nothing is lost.
+metrics in data/metrics/ingest.json. With ``source.feedback_log`` set, the service's feedback log
+(served slates as impressions with propensities, plus posted feedback; features/sources/feedback.py)
+is appended to the source's events before validation: same contract, same quarantine. Too many bad
+rows fail the stage; the rejected rows are then kept in data/rejected/quarantine.parquet so nothing
+is lost.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from features.contract import ContractError, check_bad_fraction, to_arrow, validate
 from features.sources import load_events, load_side_features
+from features.sources.feedback import append_feedback, load_feedback
 from pipelines.common import atomic_dir, write_json
-from pipelines.params import load_params
+from pipelines.params import SourceConfig, load_params
+from serving.feedback_log import ReadStats
+
+if TYPE_CHECKING:
+    from features.sources.synthetic import World
 
 OUT = Path("data/ingest")
 METRICS = Path("data/metrics/ingest.json")
 REJECTED = Path("data/rejected/quarantine.parquet")
 
 
+def read_events(source: SourceConfig) -> tuple[pl.DataFrame, World | None, ReadStats | None]:
+    """The source's raw events, followed by the feedback log's when ``source.feedback_log`` is set."""
+    raw, world = load_events(source)
+    if not source.feedback_log:
+        return raw, world, None
+    stats = ReadStats()
+    return append_feedback(raw, load_feedback(source.feedback_log, stats)), world, stats
+
+
 def main() -> None:
     params = load_params()
-    raw, world = load_events(params.source)
+    raw, world, feedback = read_events(params.source)
     valid, quarantine, report = validate(raw, params.contract.names())
     try:
         check_bad_fraction(report, params.contract.max_bad_fraction, str(REJECTED))
@@ -54,10 +72,20 @@ def main() -> None:
         "n_users": valid["user_id"].n_unique(),
         "n_items": valid["item_id"].n_unique(),
     }
+    if feedback is not None:
+        summary["feedback_log_events"] = feedback.records
+        summary["feedback_log_torn_lines"] = feedback.skipped_lines
     write_json(METRICS, summary)
+    from_log = (
+        ""
+        if feedback is None
+        else f" + {feedback.records:,} from the feedback log {params.source.feedback_log}"
+        f" ({feedback.skipped_lines} torn lines skipped)"
+    )
     print(
-        f"ingest: {report.n_valid:,} valid events from '{params.source.kind}', "
-        f"{report.n_bad:,} quarantined {report.bad_by_reason or ''} → {OUT}/"
+        f"ingest: {report.n_valid:,} valid of {report.n_rows:,} events from "
+        f"'{params.source.kind}'{from_log}, {report.n_bad:,} quarantined "
+        f"{report.bad_by_reason or ''} → {OUT}/"
     )
 
 

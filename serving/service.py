@@ -1,24 +1,67 @@
 """The BentoML service: `bentoml serve serving.service:Recommender`.
 
-Loads the serving bundle from ``LADDER_BUNDLE`` (default ``data/serving``, written by `dvc repro`).
-BentoML adds ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus) and the OpenAPI schema at
-``/docs.json``; request bodies are validated by pydantic and rejected with a 4xx and a message.
+Environment:
+
+- ``LADDER_BUNDLE``: the serving bundle — a directory (default ``data/serving``, written by
+  `dvc repro`) or ``models:/<name>@<alias>`` / ``models:/<name>/<version>`` from the MLflow registry
+  (serving/resolve.py);
+- ``LADDER_FEEDBACK_LOG``: directory of the durable feedback log (default ``data/feedback``);
+- ``LADDER_EXPLORATION``: default softmax temperature of slate sampling (default 0 = top-k);
+- ``LADDER_SYNC_IMPRESSIONS``: ``1`` to fsync each served slate before its response (default ``0``:
+  written before the response, fsync'd by the log's background group commit within 50 ms).
+
+Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
+``/similar_items``, ``/score``, ``/feedback``, ``/reload``; BentoML adds ``/healthz``, ``/readyz``,
+``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
+
+Errors: a body that fails pydantic validation (missing field, wrong type, k or a list size out of
+range) is a 400 with the validation errors; a request that is valid JSON but wrong for the bundle
+(unknown item ids, unknown event names, no user_id and no recent_item_ids) is a 400 naming the
+problem; a failed ``/reload`` is a 409 with the reason and the old bundle keeps serving; a feedback
+log that cannot be written is a 503 (nothing acknowledged).
+
+Every served slate is appended to the feedback log as ``impression`` events (position, propensity,
+slate_id, model_version) before the response — one locked ``write`` per request, so a killed server
+loses no served slate; only an OS crash can lose the last ≤ 50 ms of impressions unless
+``LADDER_SYNC_IMPRESSIONS=1``. ``/feedback`` answers 200 only once its events are fsync'd to disk.
+
+The logic lives in serving/recommend.py (plain functions); API methods never call each other.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Annotated
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from features.contract import MAX_TS, MIN_TS, EventNames
 from models.ranking_blend import BlendWeights
-from serving.bundle import load_bundle
-from serving.recommend import recommend
+from serving.bundle import Bundle
+from serving.feedback_log import FeedbackLog
+from serving.recommend import impression_records, recommend, score_pairs, similar_items
+from serving.resolve import DEFAULT_BUNDLE, LiveBundle, ReloadError
 
 MAX_K = 1000
+MAX_FILTER_IDS = 10_000  # allow_items / deny_items
+MAX_RECENT = 1000
+MAX_EVENTS = 10_000
+MAX_PAIRS = 1000
+MAX_INT32 = 2**31 - 1
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+
+class ReloadFailed(BentoMLException):
+    """A /reload that could not load the new bundle (409 with the reason); the old one serves on."""
+
+    error_code = HTTPStatus.CONFLICT
 
 
 class RecommendedItem(BaseModel):
@@ -31,6 +74,11 @@ class RecommendedItem(BaseModel):
         None, description="P(level reached) per feedback level; null for the popularity fallback"
     )
     p_love: float | None = Field(None, description="calibrated P[Love] at the top position")
+    position: int = Field(description="0-based slot in the slate")
+    propensity: float = Field(
+        description="P(this item at this position | the items above it) under the serving "
+        "policy: the Plackett-Luce step probability; 1.0 without exploration"
+    )
 
 
 class ObjectiveWeights(BaseModel):
@@ -43,52 +91,252 @@ class ObjectiveWeights(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    user_id: str
+    user_id: str = Field(description="the request's user_id, or anon-<slate_id> without one")
+    slate_id: str
     items: list[RecommendedItem]
     model_version: str
-    fallback: str | None = Field(None, description="'popular' when the user is unknown")
+    fallback: str | None = Field(
+        None, description="'recent_items' (cold user) or 'popular' (unknown user, no items)"
+    )
 
 
-@bentoml.service(traffic={"timeout": 30})
+class FeedbackEvent(BaseModel):
+    """One event of the data contract; ``slate_id`` links it to its slate (the session id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+    event: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    ts: datetime = Field(
+        description="ISO-8601 (no zone = UTC) or seconds since the epoch (pydantic reads numbers "
+        "above 2e10 as milliseconds); within [1990, 2100)"
+    )
+    position: int | None = Field(None, ge=0, le=MAX_INT32)
+    propensity: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    slate_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _utc_in_range(cls, ts: datetime) -> datetime:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        if not MIN_TS <= ts < MAX_TS:
+            raise ValueError(f"ts must lie in [{MIN_TS:%Y-%m-%d}, {MAX_TS:%Y-%m-%d})")
+        return ts
+
+    def record(self) -> dict:
+        data = self.model_dump()
+        data["ts"] = self.ts.isoformat(timespec="microseconds")
+        return data
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    model_version: str
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    score: float = Field(description="inner product of the two items' serving vectors")
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    items: list[SimilarItem]
+    model_version: str
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+
+
+class PairScoreOut(BaseModel):
+    user_id: str
+    item_id: str
+    probabilities: dict[str, float]
+    p_love: float | None = None
+
+
+class ScoreResponse(BaseModel):
+    scores: list[PairScoreOut]
+    model_version: str
+
+
+class ReloadResponse(BaseModel):
+    model_version: str
+    previous_model_version: str
+    bundle: str
+    seconds: float
+
+
+def _default_exploration() -> float:
+    raw = os.environ.get("LADDER_EXPLORATION", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"LADDER_EXPLORATION must be a number ≥ 0, got {raw!r}")
+    return value
+
+
+def event_names(bundle: Bundle) -> EventNames:
+    """The event vocabulary: the bundle's levels and (if recorded) reactions, else the defaults."""
+    reactions = bundle.manifest.get("reactions", EventNames().reactions)
+    return EventNames(tuple(bundle.levels), tuple(reactions))
+
+
+# One worker, so that /reload swaps the only copy of the bundle; 4 threads for the sync APIs so that
+# an fsync or a FAISS search does not hold up the other requests (benchmarks/serving_load.py).
+@bentoml.service(traffic={"timeout": 30}, workers=1, threads=4)
 class Recommender:
-    """GNOLR recommendations from one FAISS index, with a popularity fallback for unknown users."""
+    """GNOLR recommendations from one FAISS index, logged with propensities, reloadable live."""
 
     def __init__(self) -> None:
-        self.bundle = load_bundle(os.environ.get("LADDER_BUNDLE", "data/serving"))
+        self.live = LiveBundle(os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE))
+        self.feedback_log = FeedbackLog(os.environ.get("LADDER_FEEDBACK_LOG", "data/feedback"))
+        self.default_exploration = _default_exploration()
+        self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in (
+            "1",
+            "true",
+            "yes",
+        )
+
+    def _append(self, records: list[dict], durable: bool) -> None:
+        try:
+            self.feedback_log.append(records, durable=durable)
+        except OSError as exc:
+            raise ServiceUnavailable(f"the feedback log cannot be written: {exc}") from exc
 
     @bentoml.api(route="/recommend")
     def recommend(
         self,
-        user_id: Annotated[
-            str, Field(min_length=1, max_length=256, description="external user id")
-        ],
+        user_id: Annotated[Id | None, Field(description="external user id")] = None,
+        recent_item_ids: Annotated[
+            list[Id] | None,
+            Field(max_length=MAX_RECENT, description="a cold user's recent items (query = mean)"),
+        ] = None,
         k: Annotated[int, Field(ge=1, le=MAX_K, description="number of items")] = 10,
         exclude_seen: bool = True,
+        allow_items: Annotated[
+            list[Id] | None, Field(max_length=MAX_FILTER_IDS, description="only these items")
+        ] = None,
+        deny_items: Annotated[
+            list[Id] | None, Field(max_length=MAX_FILTER_IDS, description="never these items")
+        ] = None,
         objective_weights: ObjectiveWeights | None = None,
+        exploration: Annotated[
+            float | None,
+            Field(
+                ge=0,
+                le=1e6,
+                allow_inf_nan=False,
+                description="softmax temperature of slate sampling; 0 = top-k; "
+                "default LADDER_EXPLORATION",
+            ),
+        ] = None,
+        seed: Annotated[
+            int | None, Field(ge=0, le=2**63 - 1, description="seeds the slate sampling")
+        ] = None,
     ) -> RecommendResponse:
-        """Top-k items for a user, best first, with per-level probabilities and P[Love].
+        """A slate of k items, best first (or sampled), with per-level probabilities and P[Love].
 
-        ``objective_weights`` re-ranks the relevance candidates by the blend of relevance and
-        logit(P[Love]); without it the order is relevance alone.
+        Known user: the user's vector. Unknown user with recent_item_ids: the normalised mean of
+        those items' vectors (fallback 'recent_items'). Unknown user without: the most popular
+        items (fallback 'popular'). Unknown item ids in any list are a 400 naming them.
         """
-        k = min(k, len(self.bundle.item_ids))
+        bundle = self.live.current  # one reference for the whole request, even across a reload
         weights = (
             None
             if objective_weights is None
             else BlendWeights(objective_weights.relevance, objective_weights.love)
         )
+        temperature = self.default_exploration if exploration is None else exploration
         try:
-            result = recommend(self.bundle, user_id, k, exclude_seen, weights)
+            result = recommend(
+                bundle,
+                user_id,
+                k,
+                exclude_seen,
+                weights,
+                recent_item_ids=recent_item_ids or (),
+                allow_items=allow_items,
+                deny_items=deny_items or (),
+                exploration=temperature,
+                rng=np.random.default_rng(seed),
+            )
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
+        self._append(impression_records(result), durable=self.sync_impressions)
         return RecommendResponse(
-            user_id=user_id,
-            items=[
-                RecommendedItem(
-                    item_id=r.item_id, score=r.score, probabilities=r.probabilities, p_love=r.p_love
-                )
-                for r in result.items
-            ],
+            user_id=result.user_id,
+            slate_id=result.slate_id,
+            items=[RecommendedItem(**vars(r)) for r in result.items],
             model_version=result.model_version,
             fallback=result.fallback,
+        )
+
+    @bentoml.api(route="/similar_items")
+    def similar_items(
+        self,
+        item_id: Id,
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="number of items")] = 10,
+    ) -> SimilarItemsResponse:
+        """The k items nearest to ``item_id`` by the inner product of serving item vectors."""
+        bundle = self.live.current
+        try:
+            found = similar_items(bundle, item_id, k)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        return SimilarItemsResponse(
+            item_id=item_id,
+            items=[SimilarItem(item_id=i, score=s) for i, s in found],
+            model_version=bundle.model_version,
+        )
+
+    @bentoml.api(route="/score")
+    def score(
+        self, pairs: Annotated[list[Pair], Field(min_length=1, max_length=MAX_PAIRS)]
+    ) -> ScoreResponse:
+        """P(level reached) per level and P[Love] for each (user, item) pair; ids must be known."""
+        bundle = self.live.current
+        try:
+            scored = score_pairs(bundle, [(p.user_id, p.item_id) for p in pairs])
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        return ScoreResponse(
+            scores=[PairScoreOut(**vars(s)) for s in scored], model_version=bundle.model_version
+        )
+
+    @bentoml.api(route="/feedback")
+    def feedback(
+        self, events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_EVENTS)]
+    ) -> FeedbackResponse:
+        """Append events (data contract) to the durable log; 200 = all of them are on disk."""
+        bundle = self.live.current
+        allowed = set(event_names(bundle).all)
+        unknown = sorted({e.event for e in events} - allowed)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown event name(s) {unknown}; expected one of {sorted(allowed)}"
+            )
+        self._append([e.record() for e in events], durable=True)
+        return FeedbackResponse(accepted=len(events), model_version=bundle.model_version)
+
+    @bentoml.api(route="/reload")
+    def reload(self) -> ReloadResponse:
+        """Load ``LADDER_BUNDLE`` again and swap it in; on failure keep serving the old one (409)."""
+        start = time.perf_counter()
+        try:
+            old, new = self.live.reload()
+        except ReloadError as exc:
+            raise ReloadFailed(str(exc)) from exc
+        return ReloadResponse(
+            model_version=new.model_version,
+            previous_model_version=old.model_version,
+            bundle=self.live.spec,
+            seconds=time.perf_counter() - start,
         )

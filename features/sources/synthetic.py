@@ -232,6 +232,30 @@ def _sample_slates(
     return rows, items, np.clip(propensity, 1e-12, 1.0)
 
 
+def draw_funnel(
+    world: World,
+    users: np.ndarray,
+    items: np.ndarray,
+    position: np.ndarray,
+    rng: np.random.Generator,
+    affinities: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Draw the funnel's responses to aligned impressions (user, item, 0-based position).
+
+    click ~ Bernoulli(e(p)·σ(b_1 + A_click)), cart | click ~ Bernoulli(σ(b_2 + A_cart)),
+    purchase | cart ~ Bernoulli(σ(b_3 + A_purchase)), love | click ~ Bernoulli(σ(b_4 + A_love)).
+    Returns boolean masks ``click, cart, purchase, love``; ``affinities`` may pass precomputed
+    :meth:`World.affinities` of the pairs.
+    """
+    aff = world.affinities(users, items) if affinities is None else affinities
+    b, n = world.biases, len(items)
+    clicked = rng.random(n) < examination(position) * _sigmoid(b[0] + aff[0])
+    carted = clicked & (rng.random(n) < _sigmoid(b[1] + aff[1]))
+    bought = carted & (rng.random(n) < _sigmoid(b[2] + aff[2]))
+    loved = clicked & (rng.random(n) < _sigmoid(b[3] + aff[3]))
+    return {"click": clicked, "cart": carted, "purchase": bought, "love": loved}
+
+
 def simulate(
     cfg: SyntheticConfig, chunk_rows: int = 2048, progress: bool = True
 ) -> tuple[pl.DataFrame, World]:
@@ -280,10 +304,8 @@ def simulate(
     b[3] = _solve_bias(aff[3, calib], p_click[calib], cfg.love_rate)
     world.biases = b
 
-    clicked = rng.random(items.size) < p_click
-    carted = clicked & (rng.random(items.size) < _sigmoid(b[1] + aff[1]))
-    bought = carted & (rng.random(items.size) < _sigmoid(b[2] + aff[2]))
-    loved = clicked & (rng.random(items.size) < _sigmoid(b[3] + aff[3]))
+    drawn = draw_funnel(world, users, items, position, rng, aff)
+    clicked, carted, bought, loved = (drawn[e] for e in ("click", "cart", "purchase", "love"))
 
     t0 = req_time[req].astype(np.int64)
     t_click = t0 + rng.exponential(30e6, items.size).astype(np.int64)

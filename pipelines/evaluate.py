@@ -3,7 +3,8 @@
 AUC and GAUC per level on the test impressions; Recall/NDCG/MRR@K per level over the full
 catalogue, excluding each user's training positives, through the same retrieval path as the
 service; on simulated data also NDCG@K against the true probabilities (serving/evaluation.py).
-Writes data/metrics/evaluate.json and logs ``test/<metric>`` to each model's MLflow run.
+Writes data/metrics/evaluate.json and logs ``test/<metric>/<level>`` (``@`` spelled ``_at_``) to one
+run per model tagged stage=evaluate, model=<gnolr|popularity|relmf>, and to the training runs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import polars as pl
+from mlflow.exceptions import MlflowException
 
 from features.sources.synthetic import World, parse_index
 from models.baselines import PopularityScorer
 from models.gnolr import GNOLREmbeddings
 from models.mf import MFEmbeddings
 from models.popularity import popularity_counts
-from pipelines.common import start_run, tracking_uri, write_json
+from pipelines.common import log_dataset, split_metrics, start_run, write_json
 from pipelines.params import load_params
 from serving.evaluation import TestData, TrueGain, evaluate_scorer
 from serving.retrieval import SeenItems
@@ -96,6 +98,34 @@ def evaluate(
     return results
 
 
+def training_runs() -> dict[str, str]:
+    """The MLflow run id of each trained model that was evaluated, by model name."""
+    runs = {}
+    for name, info in (("gnolr", MODEL / "info.json"), ("relmf", RELMF.parent / "info.json")):
+        if info.exists() and (run_id := json.loads(info.read_text()).get("run_id")):
+            runs[name] = run_id
+    return runs
+
+
+def log_results(params, results: dict[str, dict], train_runs: dict[str, str]) -> None:
+    """One MLflow run per model (tags stage=evaluate, model=<name>, train_run=<its training run>)
+    with ``test/<metric>/<level>`` metrics; the same metrics also go to the model's training run,
+    so training runs compare side by side with their parameters."""
+    for name, metrics in results.items():
+        scheme = split_metrics("test", metrics)
+        with start_run(params, "evaluate", f"evaluate-{name}", model=name):
+            log_dataset(FEATURES, f"{params.source.kind}-features", ["test.parquet"], "evaluation")
+            if name in train_runs:
+                mlflow.set_tag("train_run", train_runs[name])
+            mlflow.log_metrics(scheme)
+        if name in train_runs:
+            try:
+                with mlflow.start_run(run_id=train_runs[name]):
+                    mlflow.log_metrics(scheme)
+            except MlflowException as exc:  # e.g. a model trained against another store
+                print(f"evaluate: {name}'s training run {train_runs[name]} not updated: {exc}")
+
+
 def main() -> None:
     params = load_params()
     embeddings = GNOLREmbeddings.load(MODEL / "embeddings.npz")
@@ -103,26 +133,16 @@ def main() -> None:
     relmf = MFEmbeddings.load(RELMF) if RELMF.exists() else None
     results = evaluate(FEATURES, embeddings, world, params.evaluate.ks, relmf)
     write_json(METRICS, results)
-    info = json.loads((MODEL / "info.json").read_text())
-    mlflow.set_tracking_uri(tracking_uri())
-    with mlflow.start_run(run_id=info["run_id"]):
-        mlflow.log_metrics({f"test/{k}": v for k, v in results["gnolr"].items() if np.isfinite(v)})
-    with start_run(params, "evaluate", "popularity"):
-        mlflow.log_metrics(
-            {f"test/{k}": v for k, v in results["popularity"].items() if np.isfinite(v)}
-        )
-    if "relmf" in results:
-        relmf_run = json.loads((RELMF.parent / "info.json").read_text()).get("run_id")
-        with mlflow.start_run(run_id=relmf_run):
-            mlflow.log_metrics(
-                {f"test/{k}": v for k, v in results["relmf"].items() if np.isfinite(v)}
-            )
+    log_results(params, results, training_runs())
     deepest = params.contract.levels[-1]
     keys = (f"auc/{deepest}", f"ndcg_at_10/{deepest}", f"gt_ndcg_at_10/{deepest}")
     for model, m in results.items():
         line = ", ".join(f"{key} {m[key]:.4f}" for key in keys if key in m)
         print(f"evaluate: {model:<10} {line}")
-    print(f"evaluate: all metrics → {METRICS}")
+    print(
+        f"evaluate: {len(results)} models × {len(next(iter(results.values())))} metrics → "
+        f"{METRICS} and MLflow runs tagged stage=evaluate"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Writes the serving bundle (see serving/bundle.py) atomically to data/serving/ and the index's
 recall@K against exact search and its queries/s to data/metrics/index.json. An index whose recall
-is below ``index.recall_floor`` is refused: the stage fails and the previous bundle stays.
+is below ``index.recall_floor`` is refused: the stage fails and the previous bundle stays. MLflow
+run (stage=index, model=gnolr, tag index_kind): ``test/recall_at_<k>``, ``test/qps``, ``test/n_items``,
+``test/dim``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ import sys
 from pathlib import Path
 
 import faiss
+import mlflow
 import numpy as np
 import polars as pl
 
 from models.gnolr import GNOLREmbeddings
-from pipelines.common import atomic_dir, file_digest, write_json
+from pipelines.common import (
+    atomic_dir,
+    file_digest,
+    log_dataset,
+    split_metrics,
+    start_run,
+    write_json,
+)
 from pipelines.params import load_params
 from serving.index import build_index, recall_and_qps
 from serving.retrieval import SeenItems
@@ -49,7 +59,18 @@ def main() -> None:
         "qps": quality["qps"],
     }
     write_json(METRICS, metrics)
-    if quality["recall"] < cfg.recall_floor:
+    refused = quality["recall"] < cfg.recall_floor
+    with start_run(params, "index", "index-gnolr", model="gnolr"):
+        log_dataset(MODEL, "gnolr-embeddings", ["embeddings.npz"], "index")
+        mlflow.set_tags(
+            {
+                "index_kind": kind,
+                "train_run": info.get("run_id") or "",
+                "refused": str(refused).lower(),
+            }
+        )
+        mlflow.log_metrics(split_metrics("test", metrics))
+    if refused:
         sys.exit(
             f"index refused: {kind} recall@{cfg.recall_k} = {quality['recall']:.3f} is below "
             f"index.recall_floor = {cfg.recall_floor}; raise ef_search/nprobe or use kind: flat"
@@ -80,6 +101,7 @@ def main() -> None:
             "mlflow_run_id": info.get("run_id"),
             "dataset_digest": info.get("dataset_digest"),
             "levels": info["levels"],
+            "reactions": list(params.contract.reactions),
             "index_kind": kind,
             "plove": (PLOVE / "scorer.npz").exists(),
             "ef_search": cfg.hnsw_ef_search,
@@ -88,10 +110,7 @@ def main() -> None:
         write_json(tmp / "manifest.json", manifest)
     print(
         f"index: {kind} over {len(vectors):,} items, recall@{cfg.recall_k} {quality['recall']:.3f}, "
-        f"{quality['qps']:,.0f} queries/s → {OUT}/ (model {manifest['model_version']})"
-    )
-    print(
-        "next: `make serve` (bentoml serve serving.service:Recommender) and `make ui` (MLflow UI)"
+        f"{quality['qps']:,.0f} queries/s → {OUT}/, {METRICS} (model {manifest['model_version']})"
     )
 
 

@@ -1,7 +1,9 @@
 """Stage `train_gnolr`: fit GNOLR with Lightning and log the run to MLflow.
 
 Outputs (atomically, in data/models/gnolr/): embeddings.npz (sub-embeddings, γ, thresholds),
-model.pt (state dict), info.json (run id, γ, thresholds, epochs, speed).
+model.pt (state dict), info.json (run id, logged model URI, γ, thresholds, epochs, speed). MLflow
+run (stage=train_gnolr, model=gnolr): params, data input, Lightning's per-epoch ``train/*`` and
+``valid/*`` metrics, the files under ``gnolr/`` and the pyfunc model ``gnolr``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from pathlib import Path
 
 import mlflow
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 
 from features import side_features
+from models.pyfunc import GNOLRPairs, log_pair_model
 from pipelines.common import (
     atomic_dir,
     log_dataset,
     read_interactions,
+    stage_logger,
     start_run,
-    tracking_uri,
     write_json,
 )
 from pipelines.params import load_params
@@ -40,11 +42,7 @@ def main() -> None:
         digest = log_dataset(
             FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"]
         )
-        logger = MLFlowLogger(
-            experiment_name=params.mlflow.experiment,
-            tracking_uri=tracking_uri(),
-            run_id=run.info.run_id,
-        )
+        logger = stage_logger(params, run)
         user_side = side_features.load(FEATURES / "user_side.npz")
         item_side = side_features.load(FEATURES / "item_side.npz")
         result = fit_gnolr(
@@ -80,12 +78,22 @@ def main() -> None:
         with atomic_dir(OUT) as tmp:
             result.embeddings.save(tmp / "embeddings.npz")
             torch.save(result.model.state_dict(), tmp / "model.pt")
+            model = log_pair_model(
+                "gnolr",
+                GNOLRPairs(meta["levels"]),
+                {"embeddings": str(tmp / "embeddings.npz")},
+                [f"p_{name}" for name in meta["levels"]],
+                meta["n_users"],
+                meta["n_items"],
+            )
+            info["model_uri"] = model.model_uri
             write_json(tmp / "info.json", info)
             mlflow.log_artifacts(str(tmp), artifact_path="gnolr")
     print(
         f"train_gnolr: best epoch {info['best_epoch']} of {info['epochs_run']}, valid AUC product "
         f"{info['best_valid_auc_product']:.4f}, γ={[round(g, 3) for g in info['gamma']]}, "
-        f"{info['train_samples_per_second']:,.0f} samples/s → {OUT}/ (MLflow run {run.info.run_id})"
+        f"{info['train_samples_per_second']:,.0f} samples/s → {OUT}/ (MLflow run {run.info.run_id}, "
+        f"model {info['model_uri']})"
     )
 
 

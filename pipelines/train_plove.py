@@ -5,7 +5,9 @@ data/models/plove/: scorer.npz and calibrator.json (:class:`models.plove.PLoveSc
 (state dict), info.json (run id, config, bucket edges, calibration choice, metrics); and
 data/metrics/plove.json (AUC, log loss, NE, ECE on valid and test, raw and calibrated, overall and
 per user-activity bucket) plus data/metrics/plove_reliability.csv (the test reliability curve, a
-DVC plot) and plove_reliability_by_bucket.csv.
+DVC plot) and plove_reliability_by_bucket.csv. MLflow run (stage=train_plove, model=plove): params,
+the events as data input, Lightning's per-epoch metrics, :func:`run_metrics`, the files under
+``plove/``, both reliability CSVs as ``plots/<file name>`` and the pyfunc model ``plove``.
 
     python -m pipelines.train_plove [--out DIR --metrics FILE ...]   # defaults: the DVC paths
 """
@@ -20,13 +22,21 @@ import mlflow
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 
 from features.contract import Col
 from features.love_labels import downsample_negatives, love_labels, split_by_time
 from models.calibration import choose_calibrator, metrics_by_group, reliability_curve
 from models.plove import LoveRows, PLoveConfig, bucket_codes, exposure_weights, fit_plove
-from pipelines.common import atomic_dir, start_run, tracking_uri, write_json
+from models.pyfunc import PLovePairs, log_pair_model
+from pipelines.common import (
+    atomic_dir,
+    log_dataset,
+    log_plot,
+    split_metrics,
+    stage_logger,
+    start_run,
+    write_json,
+)
 from pipelines.params import Params, load_params
 
 EVENTS = Path("data/ingest/events.parquet")
@@ -142,6 +152,17 @@ def calibrate_and_score(
     return metrics, curve, by_bucket
 
 
+def run_metrics(metrics: dict) -> dict[str, float]:
+    """Overall valid/test metrics in the ``<split>/<metric>`` scheme: calibrated probabilities as
+    ``<split>/<metric>`` (``test/ece``, ``test/log_loss``, ``test/auc`` …), uncalibrated ones as
+    ``<split>/raw_<metric>``."""
+    out: dict[str, float] = {}
+    for split in ("valid", "test"):
+        out |= split_metrics(split, metrics[split]["calibrated"]["all"])
+        out |= split_metrics(split, metrics[split]["raw"]["all"], prefix="raw_")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and calibrate P[Love].")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -174,11 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = {s: to_rows(f) for s, f in splits.items()}
 
     with start_run(params, "train_plove", "plove") as run:
-        logger = MLFlowLogger(
-            experiment_name=params.mlflow.experiment,
-            tracking_uri=tracking_uri(),
-            run_id=run.info.run_id,
-        )
+        log_dataset(args.events.parent, f"{params.source.kind}-events", [args.events.name])
+        logger = stage_logger(params, run)
         fit = fit_plove(
             to_rows(sampled, cfg.ips_floor if cfg.exposure_weighting == "ips" else None),
             rows["valid"],
@@ -188,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             item_codes,
             cfg,
             logger,
+            progress=True,
         )
         scorer = fit.scorer
         metrics, curve, curve_by_bucket = calibrate_and_score(scorer, rows, user_codes, names, cfg)
@@ -208,16 +227,19 @@ def main(argv: list[str] | None = None) -> None:
             "calibration": metrics["calibration"],
             "test": metrics["test"]["calibrated"]["all"],
         }
-        flat = {
-            f"{split}/{kind}/{m}": v
-            for split in ("valid", "test")
-            for kind in ("raw", "calibrated")
-            for m, v in metrics[split][kind]["all"].items()
-            if isinstance(v, float) and np.isfinite(v)
-        }
-        mlflow.log_metrics(flat)
+        mlflow.log_metrics(run_metrics(metrics))
         with atomic_dir(args.out) as tmp:
             scorer.save(tmp)
+            model = log_pair_model(
+                "plove",
+                PLovePairs(),
+                {"scorer": str(tmp)},  # holds only scorer.npz and calibrator.json so far
+                ["p_love"],
+                n_users,
+                n_items,
+                position=True,
+            )
+            info["model_uri"] = model.model_uri
             torch.save(fit.model.state_dict(), tmp / "model.pt")
             write_json(tmp / "info.json", info)
             pl.DataFrame(curve).write_csv(tmp / "reliability.csv")
@@ -225,16 +247,18 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_artifacts(str(tmp), artifact_path="plove")
         write_json(args.metrics, metrics)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
+        by_bucket = args.plot.with_name(f"{args.plot.stem}_by_bucket.csv")
         pl.DataFrame(curve).write_csv(args.plot)
-        pl.DataFrame(curve_by_bucket).write_csv(
-            args.plot.with_name(f"{args.plot.stem}_by_bucket.csv")
-        )
+        pl.DataFrame(curve_by_bucket).write_csv(by_bucket)
+        log_plot(args.plot)
+        log_plot(by_bucket)
     t = metrics["test"]["calibrated"]["all"]
     print(
         f"train_plove: best epoch {fit.info['best_epoch']} of {fit.info['epochs_run']}, calibration "
         f"{calibrator.name}; test AUC {t['auc']:.4f}, log loss {t['log_loss']:.5f}, NE "
         f"{t['normalized_entropy']:.4f}, ECE {t['ece']:.5f} (rate {t['observed_rate']:.5f}) → "
-        f"{args.out}/ (MLflow run {run.info.run_id})"
+        f"{args.out}/, {args.metrics}, {args.plot} (MLflow run {run.info.run_id}, model "
+        f"{info['model_uri']})"
     )
 
 

@@ -10,7 +10,9 @@ Outputs (atomically, in data/models/relmf/): embeddings.npz (:class:`models.mf.M
 model.pt (state dict), info.json (run id, epochs, validation and test IPS metrics),
 propensity.json (distribution of θ over the catalogue and over the training positives, share
 below M) and propensity.csv (its log10 histogram), all also logged to MLflow. For DVC:
-data/metrics/relmf.json (metrics) and data/metrics/relmf_propensity.csv (the histogram, a plot).
+data/metrics/relmf.json (metrics) and data/metrics/relmf_propensity.csv (the histogram, a plot,
+also the run's artifact ``plots/relmf_propensity.csv``). MLflow run (stage=train_relmf,
+model=relmf): params, data input, metrics of :func:`run_metrics` and the pyfunc model ``relmf``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import mlflow
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 
 from models.mf import (
     Pairs,
@@ -34,7 +35,16 @@ from models.mf import (
     propensity_report,
 )
 from models.ope import IPSRankingMetrics
-from pipelines.common import atomic_dir, log_dataset, start_run, tracking_uri, write_json
+from models.pyfunc import RelMFPairs, log_pair_model
+from pipelines.common import (
+    atomic_dir,
+    log_dataset,
+    log_plot,
+    split_metrics,
+    stage_logger,
+    start_run,
+    write_json,
+)
 from pipelines.params import Params, load_params
 
 FEATURES = Path("data/features")
@@ -90,6 +100,21 @@ def ips_test_metrics(result, train: Pairs, test: Pairs, theta: np.ndarray, cfg: 
     return out
 
 
+def run_metrics(info: dict, report: dict) -> dict[str, float]:
+    """The run's summary metrics in the ``<split>/<metric>`` scheme: ``test/ips_*`` from the test
+    split, ``valid/best_ips_dcg_at_<k>``, and the training positives' θ report as
+    ``train/propensity_<stat>``."""
+    test = {k.removeprefix("test/"): v for k, v in info.items() if k.startswith("test/")}
+    best = {
+        k.replace("best_valid_", "best_"): v for k, v in info.items() if k.startswith("best_valid_")
+    }
+    return {
+        **split_metrics("test", test),
+        **split_metrics("valid", best),
+        **split_metrics("train", report["train_positives"], prefix="propensity_"),
+    }
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write ``rows`` as CSV atomically (temporary sibling, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,11 +140,7 @@ def main() -> None:
             f"{params.source.kind}-features",
             ["train.parquet", "valid.parquet", "items.parquet"],
         )
-        logger = MLFlowLogger(
-            experiment_name=params.mlflow.experiment,
-            tracking_uri=tracking_uri(),
-            run_id=run.info.run_id,
-        )
+        logger = stage_logger(params, run)
         result = fit_relmf(
             train,
             n_users,
@@ -129,6 +150,7 @@ def main() -> None:
             valid=valid if valid.users.size else None,
             n_levels=len(meta["levels"]),
             logger=logger,
+            progress=True,
         )
         report = {
             "items": propensity_report(theta, cfg.loss.clip),
@@ -145,28 +167,33 @@ def main() -> None:
             "levels": meta["levels"],
             "level": cfg.level,
         }
-        mlflow.log_metrics(
-            {
-                "propensity/fraction_below_clip": report["train_positives"]["fraction_below_clip"],
-                "propensity/median": report["train_positives"]["median"],
-                **{k: v for k, v in info.items() if k.startswith(("test/", "best_valid"))},
-            }
-        )
+        mlflow.log_metrics(run_metrics(info, report))
         with atomic_dir(OUT) as tmp:
             result.embeddings.save(tmp / "embeddings.npz")
             torch.save(result.model.state_dict(), tmp / "model.pt")
+            model = log_pair_model(
+                "relmf",
+                RelMFPairs(),
+                {"embeddings": str(tmp / "embeddings.npz")},
+                ["p_relevance"],
+                n_users,
+                n_items,
+            )
+            info["model_uri"] = model.model_uri
             write_json(tmp / "info.json", info)
             write_json(tmp / "propensity.json", report)
             pl.DataFrame(histogram).write_csv(tmp / "propensity.csv")
             mlflow.log_artifacts(str(tmp), artifact_path="relmf")
-    write_json(METRICS, {k: v for k, v in info.items() if isinstance(v, int | float)} | report)
-    write_csv(PLOT, histogram)
+        write_json(METRICS, {k: v for k, v in info.items() if isinstance(v, int | float)} | report)
+        write_csv(PLOT, histogram)
+        log_plot(PLOT)
     valid_key = f"best_valid_ips_dcg_at_{cfg.valid_k}"
     print(
         f"train_relmf: {cfg.loss.estimator} (M={cfg.loss.clip}, {cfg.loss.local_loss}), "
         f"{info['n_positives']:,} positives, {report['train_positives']['fraction_below_clip']:.1%} "
         f"with θ < M; epochs {info['epochs_run']}, valid IPS-DCG@{cfg.valid_k} "
-        f"{info.get(valid_key, float('nan')):.4f} → {OUT}/ (MLflow run {run.info.run_id})"
+        f"{info.get(valid_key, float('nan')):.4f} → {OUT}/, {METRICS}, {PLOT} (MLflow run "
+        f"{run.info.run_id}, model {info['model_uri']})"
     )
 
 

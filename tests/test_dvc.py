@@ -64,15 +64,20 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
         "train_plove",
         "plove_evaluator",
         "plove_sweep",
+        "batch_recommend",
+        "report",
+        "promote",
     }
     assert (repo / "data/serving/index.faiss").exists()
+    assert "make ui" in first and "promote: ladder-gnolr v1 → @champion" in first
 
     assert stages_run(run([*dvc, "repro"], repo, env)) == []
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["evaluate"]["ks"] = [5, 10]
     write_params(repo, params)
-    assert stages_run(run([*dvc, "repro"], repo, env)) == ["evaluate"]
+    # the report reads the evaluation's runs, promotion gates on its metrics
+    assert set(stages_run(run([*dvc, "repro"], repo, env))) == {"evaluate", "report", "promote"}
     assert (
         "ndcg_at_5/purchase"
         in json.loads((repo / "data/metrics/evaluate.json").read_text())["gnolr"]
@@ -80,4 +85,5 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
 
     params["index"]["recall_k"] = 50
     write_params(repo, params)
-    assert stages_run(run([*dvc, "repro"], repo, env)) == ["index"]
+    # the bundle is unchanged (same vectors, same index), so batch_recommend does not re-run
+    assert set(stages_run(run([*dvc, "repro"], repo, env))) == {"index", "report", "promote"}

@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench lint
+.PHONY: install run test serve ui bench bench-serving loop report lint
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,16 @@ ui: install  ## open the MLflow UI on http://localhost:5000
 
 bench: install  ## ingest + features benchmark on 10 million synthetic events
 	$(PY) benchmarks/ingest_features.py
+
+bench-serving: install  ## /recommend under load (100k and 1M items) and the FAISS index kinds
+	OMP_NUM_THREADS=1 $(PY) benchmarks/serving_load.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/index_kinds.py
+
+loop: install  ## closed-loop demo: simulated users ↔ bentoml serve ↔ dvc repro (≈15 min)
+	$(PY) -m pipelines.closed_loop --rounds 3
+
+report: install  ## HTML comparison report of the last pipeline run (reports/report.html)
+	$(PY) -m pipelines.report --out reports/report.html
 
 lint: install
 	ruff check . && ruff format --check .

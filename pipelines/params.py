@@ -17,6 +17,8 @@ from features.training_sets import FeaturesConfig
 from models.gnolr import GNOLRConfig
 from models.mf import RelMFConfig
 from models.plove import PLoveConfig
+from models.promotion import PromoteConfig
+from pipelines.batch_recommend import BatchConfig
 from serving.index import IndexConfig
 
 SourceKind = Literal["synthetic", "movielens-100k", "obd", "parquet", "csv"]
@@ -33,6 +35,9 @@ class SourceConfig(_Strict):
     obd: OBDConfig = Field(default_factory=OBDConfig)
     tabular: TabularConfig = Field(default_factory=TabularConfig)
     cache_dir: str = Field("data/external", description="where fetched wheels are kept")
+    feedback_log: str | None = Field(
+        None, description="the service's feedback log directory, appended to the source's events"
+    )
 
 
 class ContractConfig(_Strict):
@@ -65,6 +70,8 @@ class Params(_Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
     relmf: RelMFConfig = Field(default_factory=RelMFConfig)
     plove: PLoveConfig = Field(default_factory=PLoveConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
 

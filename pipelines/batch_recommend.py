@@ -2,10 +2,9 @@
 
 Writes ``data/batch/recommendations.parquet`` with columns ``user_id, rank (0-based), item_id,
 score, model_version``. It loads the serving bundle with :func:`serving.bundle.load_bundle` and ranks
-exactly like :func:`serving.recommend.recommend` does for one request: the query is the user's
-deepest-level vector, candidates come from :meth:`serving.retrieval.Retriever.search` (one call per
-batch of users, with the user's training items excluded when ``exclude_seen``), and the score is the
-deepest level's logit ``l_T = γ_T·s_T − a_T``. Users unknown to the bundle get the service's
+with :func:`serving.recommend.ranked_by_relevance`, the function behind one request's relevance
+ranking, called once per batch of users (training items excluded when ``exclude_seen``); the score
+is the deepest level's logit ``l_T = γ_T·s_T − a_T``. Users unknown to the bundle get the service's
 popularity fallback, by calling :func:`serving.recommend.recommend` itself.
 
 Parameters come from ``params.yaml: batch`` when the parameter schema has that section, else from the
@@ -25,7 +24,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.bundle import Bundle, load_bundle
-from serving.recommend import recommend
+from serving.recommend import ranked_by_relevance, recommend
 
 BUNDLE = Path("data/serving")
 OUT = Path("data/batch")
@@ -52,26 +51,6 @@ class BatchConfig(BaseModel):
     batch_size: int = Field(4096, ge=1, description="users per retrieval call")
 
 
-def recommend_known(
-    bundle: Bundle, users: np.ndarray, k: int, exclude_seen: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item indices and deepest-level logits for bundle user indices ``users``, best first.
-
-    The same ranking as :func:`serving.recommend.recommend` without objective weights, batched: one
-    :meth:`Retriever.search` over all queries. Rows with fewer than k eligible items are padded with
-    -1 and NaN.
-    """
-    users = np.asarray(users, dtype=np.int64)
-    exclude = [bundle.seen[u] for u in users] if exclude_seen else None
-    query = bundle.embeddings.user_vectors(users)
-    ids, _ = bundle.retriever.search(query, k, exclude=exclude)
-    scores = np.full(ids.shape, np.nan)
-    valid = ids >= 0
-    rows = np.repeat(users, ids.shape[1]).reshape(ids.shape)
-    scores[valid] = bundle.embeddings.logits(rows[valid], ids[valid])[:, -1]
-    return ids, scores
-
-
 def batch_recommend(
     bundle: Bundle,
     user_ids: Sequence[str] | None = None,
@@ -87,9 +66,10 @@ def batch_recommend(
     frames = []
     for start in range(0, len(known), batch_size):
         chunk = known[start : start + batch_size]
-        ids, scores = recommend_known(
-            bundle, np.array([bundle.user_index[u] for u in chunk]), k, exclude_seen
-        )
+        users = np.array([bundle.user_index[u] for u in chunk], dtype=np.int64)
+        exclude = [bundle.seen[u] for u in users] if exclude_seen else None
+        ids, logits = ranked_by_relevance(bundle, users, k, exclude)
+        scores = logits[..., -1]
         valid = ids >= 0
         frames.append(
             pl.DataFrame(

@@ -107,6 +107,25 @@ def _concat(*parts: np.ndarray | None) -> np.ndarray:
     return np.unique(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
 
 
+def ranked_by_relevance(
+    bundle: Bundle,
+    users: np.ndarray,
+    k: int,
+    exclude: Sequence[np.ndarray | None] | None = None,
+    allow: Sequence[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item indices (n, k) of bundle user indices ``users`` by the deepest logit, best first,
+    and every level's logit l_c of those pairs (n, k, T). One :meth:`Retriever.search` for all
+    users; rows with fewer than k eligible items are padded with -1 and NaN."""
+    users = np.asarray(users, dtype=np.int64)
+    ids, _ = bundle.retriever.search(bundle.embeddings.user_vectors(users), k, exclude, allow)
+    logits = np.full((*ids.shape, bundle.embeddings.n_levels), np.nan)
+    valid = ids != NO_ITEM
+    rows = np.broadcast_to(users[:, None], ids.shape)
+    logits[valid] = bundle.embeddings.logits(rows[valid], ids[valid])
+    return ids, logits
+
+
 def recommend(
     bundle: Bundle,
     user_id: str | None,
@@ -143,16 +162,15 @@ def recommend(
         exclude = _concat(
             bundle.seen[user] if exclude_seen else None, recent if exclude_seen else None, deny
         )
-        query = bundle.embeddings.user_vectors(np.array([user]))
         if weights is None:
-            ids, _ = bundle.retriever.search(query, n_pool, exclude=[exclude], allow=[allow])
-            ids = ids[0][ids[0] != NO_ITEM]
-            logits = bundle.embeddings.logits(np.full(ids.size, user), ids)
+            ids, logits = ranked_by_relevance(bundle, np.array([user]), n_pool, [exclude], [allow])
+            keep = ids[0] != NO_ITEM
+            ids, logits = ids[0][keep], logits[0][keep]
             scores = logits[:, -1]
         else:
             ids, blend = blended_recommend(
                 _Restricted(bundle.retriever, allow),
-                query,
+                bundle.embeddings.user_vectors(np.array([user])),
                 float(bundle.embeddings.thresholds[-1]),
                 bundle.plove,
                 np.array([user]),

@@ -592,6 +592,44 @@ def run_sweep(s: Setting, args: argparse.Namespace) -> None:
     )
 
 
+# Headers of the CSVs each experiment writes (DVC plots must exist even when it is skipped).
+SKIPPED_FILES = {
+    "evaluator": {
+        "evaluator.csv": "policy,optimises,predicted,realised",
+        "evaluator_ope.csv": "policy,realised,predicted,snips",
+        "evaluator.json": None,
+    },
+    "sweep": {
+        "love_weight_sweep.csv": "candidates,w_rel,w_love,love_rate",
+        "love_weight_sweep_c100.csv": "candidates,w_rel,w_love,love_rate",
+        "love_weight_sweep_c2000.csv": "candidates,w_rel,w_love,love_rate",
+        "love_weight_sweep.json": None,
+    },
+}
+
+
+def skip_reason(args: argparse.Namespace) -> str | None:
+    """Why the experiment cannot run here: it needs the simulator's truth and a trained P[Love]."""
+    if not args.world.exists():
+        return f"{args.world} not found: these experiments need the simulator's ground truth"
+    if not (args.plove / "scorer.npz").exists():
+        info = args.plove / "info.json"
+        why = json.loads(info.read_text()).get("skipped") if info.exists() else None
+        return f"no trained P[Love] in {args.plove}" + (f" ({why})" if why else "")
+    return None
+
+
+def write_skipped(experiment: str, out_dir: Path, reason: str) -> None:
+    """The experiment's files with the reason (JSON) or only a header (CSV plots)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, header in SKIPPED_FILES[experiment].items():
+        text = json.dumps({"skipped": reason}) if header is None else header
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text + "\n")
+        tmp.replace(out_dir / name)
+    print(f"plove {experiment}: skipped — {reason}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=["evaluator", "sweep"])
@@ -623,8 +661,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not args.world.exists():
-        raise SystemExit(f"{args.world} not found: these experiments need the simulator's truth")
+    if reason := skip_reason(args):
+        write_skipped(args.experiment, args.out_dir, reason)
+        return
     setting = load_setting(args)
     (run_evaluator if args.experiment == "evaluator" else run_sweep)(setting, args)
 

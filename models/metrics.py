@@ -5,30 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann–Whitney U statistic, ties counted as one half.
+def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (Mann–Whitney U), ties counted as one half, optionally weighted.
 
-    AUC = (Σ_{positives} rank − n₊(n₊ + 1)/2) / (n₊·n₋) with average ranks for ties; ``nan``
-    when one class is absent.
+    AUC = Σ_{i∈P, j∈N} w_i w_j [1(s_i > s_j) + ½·1(s_i = s_j)] / (Σ_P w_i · Σ_N w_j) with w = 1 when
+    ``weights`` is None; ``nan`` when one class is absent. With inverse-propensity weights the
+    pairs count as if every item had been shown equally often (``ips_auc`` of the evaluation).
 
     >>> auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != scores.shape or labels.shape != scores.shape:
+        raise ValueError("scores, labels and weights must be aligned 1-d arrays")
+    if not labels.any() or labels.all():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=np.float64)
-    # Average rank (1-based) within each run of tied scores.
-    boundaries = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1, scores.size]
-    for lo, hi in zip(boundaries[:-1], boundaries[1:], strict=True):
-        ranks[order[lo:hi]] = 0.5 * (lo + 1 + hi)
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    # One group per distinct score: positive and negative weight in it, negatives strictly below.
+    _, group = np.unique(scores, return_inverse=True)
+    pos = np.bincount(group, weights=np.where(labels, w, 0.0))
+    neg = np.bincount(group, weights=np.where(labels, 0.0, w))
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
 def _discounts(k: int) -> np.ndarray:

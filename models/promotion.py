@@ -22,17 +22,27 @@ from pydantic import BaseModel, ConfigDict, Field
 FAMILIES = ("gnolr", "relmf", "plove")
 
 
+DEEPEST = "{deepest}"  # placeholder in a gate's metric name: the deepest feedback level
+
+
 class FamilyGate(BaseModel):
     """The metric a family is judged on against its current champion."""
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(description="MLflow metric name, e.g. test/ndcg_at_10/purchase")
+    metric: str = Field(
+        description="MLflow metric name, e.g. test/ips_auc/{deepest}; '{deepest}' stands for "
+        "the deepest level of contract.levels"
+    )
     mode: Literal["max", "min"] = Field("max", description="max: higher is better")
     tolerance: float = Field(
         0.0,
         description="how much worse than the champion (absolute) still passes; < 0 demands gain",
     )
+
+    def resolved(self, deepest: str) -> FamilyGate:
+        """This gate with ``{deepest}`` in the metric name replaced by the level's name."""
+        return self.model_copy(update={"metric": self.metric.replace(DEEPEST, deepest)})
 
 
 class PromoteConfig(BaseModel):
@@ -50,7 +60,9 @@ class PromoteConfig(BaseModel):
         0.01, ge=0, description="plove, and gnolr when its bundle serves P[Love]: test ECE ≤ this"
     )
     gnolr: FamilyGate = Field(
-        default_factory=lambda: FamilyGate(metric="test/ndcg_at_10/purchase", tolerance=0.005)
+        # IPS-weighted, not observed, NDCG: a popularity-biased logger lets popular-item rankers win
+        # the observed metric while they lose on true relevance (see README, "Promotion").
+        default_factory=lambda: FamilyGate(metric=f"test/ips_auc/{DEEPEST}", tolerance=0.002)
     )
     relmf: FamilyGate = Field(
         default_factory=lambda: FamilyGate(metric="test/ips_dcg_at_10", tolerance=0.005)
@@ -59,8 +71,9 @@ class PromoteConfig(BaseModel):
         default_factory=lambda: FamilyGate(metric="test/log_loss", mode="min", tolerance=0.0005)
     )
 
-    def gate(self, family: str) -> FamilyGate:
-        return getattr(self, family)
+    def gate(self, family: str, deepest: str) -> FamilyGate:
+        """The family's gate, its metric name resolved for the deepest feedback level."""
+        return getattr(self, family).resolved(deepest)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def load_test_data(features_dir: Path) -> tuple[TestData, pl.DataFrame]:
     meta = json.loads((features_dir / "meta.json").read_text())
     cols = ["user_idx", "item_idx", "level"]
     train = pl.read_parquet(features_dir / "train.parquet", columns=cols)
-    test = pl.read_parquet(features_dir / "test.parquet", columns=cols)
+    test = pl.read_parquet(features_dir / "test.parquet", columns=[*cols, "propensity"])
     pos = train.filter(pl.col("level") >= 1)
     seen = SeenItems.from_pairs(
         pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), meta["n_users"]
@@ -50,6 +50,7 @@ def load_test_data(features_dir: Path) -> tuple[TestData, pl.DataFrame]:
         seen=seen,
         names=meta["levels"],
         n_items=meta["n_items"],
+        propensity=test["propensity"].to_numpy(),
     )
     return data, train
 

@@ -141,7 +141,8 @@ def promote_family(family: str, params: Params, client: MlflowClient) -> dict:
     name = f"{cfg.model_prefix}{family}"
     info = _json(MODELS / family / "info.json")
     if family != "gnolr" and "model_uri" not in info:
-        return {"family": family, "skipped": f"{MODELS / family}/info.json has no model_uri"}
+        why = info.get("skipped") or f"{MODELS / family}/info.json has no model_uri"
+        return {"family": family, "skipped": why}
     if family == "gnolr" and not (SERVING / "manifest.json").exists():
         return {"family": family, "skipped": f"no serving bundle in {SERVING}"}
     candidate = candidate_metrics(family)
@@ -160,7 +161,8 @@ def promote_family(family: str, params: Params, client: MlflowClient) -> dict:
             "champion_after": before,
             "unchanged": f"{name}@{cfg.alias} v{before} already is this model ({cid})",
         }
-    decision: Decision = decide(family, cfg.gate(family), candidate, champ_metrics, gates)
+    gate = cfg.gate(family, params.contract.levels[-1])
+    decision: Decision = decide(family, gate, candidate, champ_metrics, gates)
     with start_run(params, "promote", f"promote-{family}", model=family) as run:
         if family == "gnolr":
             log_dataset(SERVING, "serving-bundle", ["manifest.json", "embeddings.npz"], "promote")
@@ -189,10 +191,10 @@ def promote_family(family: str, params: Params, client: MlflowClient) -> dict:
             "run_id": run.info.run_id,
         }
         gated = {c.metric: c.value for c in decision.checks if c.value is not None}
-        if champ_metrics and cfg.gate(family).metric in champ_metrics:
-            split, metric, *level = cfg.gate(family).metric.split("/")
+        if champ_metrics and gate.metric in champ_metrics:
+            split, metric, *level = gate.metric.split("/")
             gated[metric_name(split, f"champion_{metric}", level[0] if level else None)] = (
-                champ_metrics[cfg.gate(family).metric]
+                champ_metrics[gate.metric]
             )
         mlflow.log_metrics({k: v for k, v in gated.items() if METRIC_NAME.match(k)})
         mlflow.set_tags(

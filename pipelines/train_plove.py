@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from features.contract import Col
+from features.contract import IMPRESSION, Col
 from features.love_labels import downsample_negatives, love_labels, split_by_time
 from models.calibration import choose_calibrator, metrics_by_group, reliability_curve
 from models.plove import LoveRows, PLoveConfig, bucket_codes, exposure_weights, fit_plove
@@ -163,6 +163,49 @@ def run_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
+def skip_reason(params: Params, events: pl.LazyFrame) -> str | None:
+    """Why P[Love] cannot be trained on this log, or None when it can.
+
+    Most logs carry no reaction events (MovieLens, OBD, a shop's click/purchase log): the stage then
+    writes a *skipped* record instead of failing, and everything downstream runs without P[Love].
+    """
+    reaction = params.plove.labels.reaction
+    if reaction not in params.contract.reactions:
+        return (
+            f"plove.labels.reaction {reaction!r} is not one of contract.reactions "
+            f"{params.contract.reactions}"
+        )
+    counts = (
+        events.select(pl.col(Col.EVENT).cast(pl.String))
+        .filter(pl.col(Col.EVENT).is_in([IMPRESSION, reaction]))
+        .group_by(Col.EVENT)
+        .len()
+        .collect()
+    )
+    found = dict(zip(counts[Col.EVENT].to_list(), counts["len"].to_list(), strict=True))
+    if not found.get(reaction):
+        return f"the log holds no {reaction!r} events"
+    if not found.get(IMPRESSION):
+        return f"the log holds no impressions to label with {reaction!r}"
+    return None
+
+
+def write_skipped(args: argparse.Namespace, reason: str) -> None:
+    """The stage's outputs when it cannot train: the reason, and an empty reliability plot."""
+    with atomic_dir(args.out) as tmp:
+        write_json(tmp / "info.json", {"skipped": reason})
+    write_json(args.metrics, {"skipped": reason})
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    args.plot.write_text("bin,count,predicted,observed,lower,upper\n")
+    args.plot.with_name(f"{args.plot.stem}_by_bucket.csv").write_text(
+        "bucket,bin,count,predicted,observed,lower,upper\n"
+    )
+    print(
+        f"train_plove: skipped — {reason}; no P[Love] model is trained, the serving bundle and "
+        f"/recommend work without p_love (a love weight is refused with a 400)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and calibrate P[Love].")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -174,11 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     params, cfg = load_config(args.params)
-    if cfg.labels.reaction not in params.contract.reactions:
-        raise ValueError(
-            f"plove.labels.reaction {cfg.labels.reaction!r} is not one of contract.reactions "
-            f"{params.contract.reactions}"
-        )
+    if reason := skip_reason(params, pl.scan_parquet(args.events)):
+        write_skipped(args, reason)
+        return
     users = pl.read_parquet(args.features / "users.parquet", columns=[Col.USER, "user_idx"])
     items = pl.read_parquet(args.features / "items.parquet", columns=[Col.ITEM, "item_idx"])
     splits, unknown = indexed_labels(pl.scan_parquet(args.events), users, items, cfg)
@@ -191,6 +232,15 @@ def main(argv: list[str] | None = None) -> None:
         np.bincount(train["item_idx"].to_numpy(), minlength=n_items), cfg.item_buckets
     )
     names = bucket_names(user_edges)
+    empty = [s for s, f in splits.items() if f["love"].sum() == 0]
+    if empty:
+        counts = ", ".join(f"{s} {int(f['love'].sum())}" for s, f in splits.items())
+        write_skipped(
+            args,
+            f"too few labelled loves to train, calibrate and test P[Love] (loves per split: "
+            f"{counts}; none in {', '.join(empty)})",
+        )
+        return
     sampled = downsample_negatives(train, cfg.labels.negative_rate, cfg.labels.seed)
     rows = {s: to_rows(f) for s, f in splits.items()}
 

@@ -1,7 +1,9 @@
 """Offline evaluation of any scorer through the service's own retrieval path.
 
-One protocol for every model: AUC and GAUC per level on the test impressions; Recall/NDCG/MRR@K
-per level over the full catalogue, excluding each user's training positives, ranked by
+One protocol for every model: AUC and GAUC per level on the test impressions, and the IPS-weighted
+AUC (each impression weighted by 1/max(propensity, floor), so the pairs count as if every item had
+been shown equally often: what the promotion gate compares, as the logger's bias cannot fool it);
+Recall/NDCG/MRR@K per level over the full catalogue, excluding each user's training positives, ranked by
 :class:`serving.retrieval.Retriever` on the level's vectors; and, when the truth is known
 (simulated data), NDCG@K against the true probability of each level.
 """
@@ -15,7 +17,7 @@ import numpy as np
 
 from models.baselines import Scorer
 from models.evaluation import auc_by_level, ground_truth_ndcg, ranking_metrics
-from models.metrics import gauc
+from models.metrics import auc, gauc
 from serving.retrieval import Retriever, SeenItems
 
 TrueGain = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -31,6 +33,8 @@ class TestData:
     seen: SeenItems  # training positives per user
     names: Sequence[str]
     n_items: int
+    propensity: np.ndarray | None = None  # per test row: logged, else estimated (features stage)
+    ips_floor: float = 0.01
 
 
 def recommender(retriever: Retriever, user_vectors: np.ndarray, seen: SeenItems, batch: int = 1024):
@@ -56,6 +60,10 @@ def evaluate_scorer(
     out = auc_by_level(scores, data.levels, names)
     for c, name in enumerate(names):
         out[f"gauc/{name}"] = gauc(scores[:, c], data.levels >= c + 1, data.users)
+    if data.propensity is not None:
+        weights = 1.0 / np.maximum(data.propensity, data.ips_floor)
+        for c, name in enumerate(names):
+            out[f"ips_auc/{name}"] = auc(scores[:, c], data.levels >= c + 1, weights)
     eval_users = np.unique(data.users)
     for c, name in enumerate(names):
         user_vecs, item_vecs = scorer.level_vectors(c)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +42,9 @@ TINY_PARAMS = {
 }
 
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+REPO_PARAMS = ROOT / "params.yaml"
+CODE = ("features", "models", "pipelines", "serving", "benchmarks")
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -80,3 +86,41 @@ def pipeline_dir(tmp_path_factory) -> Path:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
     return directory
+
+
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by the session, so each pinned wheel (MovieLens, OBD) downloads once."""
+    return tmp_path_factory.mktemp("wheels")
+
+
+def dvc_repo(directory: Path, params: dict) -> dict[str, str]:
+    """A scratch git + DVC repository holding a copy of the pipeline code and ``params`` (merged
+    into the repository's params.yaml); returns the environment to run ``dvc`` in it."""
+    for name in CODE:
+        shutil.copytree(ROOT / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
+    write_params(directory, json.loads(json.dumps(params)))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{directory / 'mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(directory),
+    }
+    env.pop("DVC_ROOT", None)
+    run(["git", "init", "-q"], directory, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], directory, env)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
+    """Run ``cmd``; fail the test with the tail of its output when it exits non-zero."""
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout + out.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages ``dvc repro`` says it ran."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]

@@ -2,52 +2,23 @@
 re-runs only the stages that depend on it."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import TINY_PARAMS, write_params
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(cmd: list[str], cwd: Path, env: dict) -> str:
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
+from tests.conftest import TINY_PARAMS, dvc_repo, run, stages_run, write_params
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("features", "models", "pipelines", "serving", "benchmarks"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["source"]["synthetic"]["n_impressions"] = 20_000
     params["gnolr"]["max_epochs"] = 1
     params["plove"] = {"max_epochs": 2}
     params["relmf"] = {"max_epochs": 2}
-    write_params(repo, params)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
-        "DVC_NO_ANALYTICS": "1",
-        "PYTHONPATH": str(repo),
-    }
-    run(["git", "init", "-q"], repo, env)
-    run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
-    return repo, env
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+    return repo, dvc_repo(repo, params)
 
 
 def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(repo):

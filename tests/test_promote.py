@@ -150,8 +150,40 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
     assert "REFUSED as @champion (stays v2)" in capsys.readouterr().out
     run = mlflow.get_run(record["run_id"])
     assert run.data.tags["champion_version"] == "2"
-    assert "test/champion_ndcg_at_10/purchase" in run.data.metrics
+    assert "test/champion_ips_auc/purchase" in run.data.metrics
 
     set_promote(promote_dir, fail_on_refusal=True)
     with pytest.raises(SystemExit, match="gnolr refused"):
         promote.main()
+
+
+def test_the_default_gate_is_not_fooled_by_the_biased_observed_metric(promote_dir):
+    """On the simulator, popularity wins observed NDCG (the logger showed popular items, so only they
+    could be bought) but loses on the true purchase probabilities. A candidate bundle ranking like
+    popularity must not replace the champion under the default (IPS-weighted) gate, whereas a gate
+    on observed NDCG would take it."""
+    from pipelines import promote
+
+    metrics = json.loads((promote_dir / "data/metrics/evaluate.json").read_text())
+    gnolr, pop = metrics["gnolr"], metrics["popularity"]
+    for level in ("click", "cart", "purchase"):  # observed NDCG sees popularity as no worse …
+        assert pop[f"ndcg_at_10/{level}"] >= gnolr[f"ndcg_at_10/{level}"]
+        # … while it is worse on the truth, and the IPS-weighted AUC sees that
+        assert pop[f"gt_ndcg_at_10/{level}"] < gnolr[f"gt_ndcg_at_10/{level}"]
+        assert pop[f"ips_auc/{level}"] < gnolr[f"ips_auc/{level}"]
+    assert pop["ndcg_at_10/click"] > 2 * gnolr["ndcg_at_10/click"]
+    promote.main()
+    assert champions()[0] == "1"
+
+    # The experiment: a rebuilt bundle whose evaluated ranking is the popularity ranking.
+    (promote_dir / "data/metrics/evaluate.json").write_text(json.dumps({**metrics, "gnolr": pop}))
+    manifest = promote_dir / "data/serving/manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "note": "experiment"}))
+    promote.main()
+    record = json.loads((promote_dir / "data/metrics/promote.json").read_text())["gnolr"]
+    assert record["decision"] == "refused" and champions()[0] == "1"
+    assert "test/ips_auc/purchase" in record["checks"][0]["reason"]
+
+    set_promote(promote_dir, **{"gnolr.metric": "test/ndcg_at_10/{deepest}"})
+    promote.main()
+    assert decisions(promote_dir)["gnolr"] == "promoted" and champions()[0] == "3"

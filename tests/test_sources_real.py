@@ -31,12 +31,6 @@ RETAIL_NAMES = EventNames(levels=("cart", "purchase"), reactions=())
 
 
 @pytest.fixture(scope="session")
-def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache folder shared by the session, so each pinned wheel downloads once."""
-    return tmp_path_factory.mktemp("wheels")
-
-
-@pytest.fixture(scope="session")
 def ml_events(wheel_cache: Path) -> pl.DataFrame:
     return load_movielens(MovieLensConfig(), wheel_cache)
 

@@ -401,3 +401,50 @@ def side_features(
         }
     )
     return users, items
+
+
+# RetailRocket's event names for the contract events it logs (it has no click or reaction events).
+RETAIL_EVENTS = {IMPRESSION: "view", "cart": "addtocart", "purchase": "transaction"}
+
+
+def retail_log(events: pl.DataFrame) -> pl.DataFrame:
+    """Simulated events as a RetailRocket-style log: what most shops can export.
+
+    Columns ``timestamp`` (ms since the epoch), ``visitorid``, ``event`` (view / addtocart /
+    transaction), ``itemid``; clicks, reactions, sessions, positions and propensities are dropped,
+    as they are absent from such logs. Read it back with ``source.kind: csv`` and the mapping of
+    the README's walkthrough (``contract.levels: [cart, purchase]``, ``contract.reactions: []``).
+    """
+    kept = events.filter(pl.col(Col.EVENT).cast(pl.String).is_in(list(RETAIL_EVENTS)))
+    return kept.select(
+        (pl.col(Col.TS).dt.epoch("us") // 1000).alias("timestamp"),
+        pl.col(Col.USER).alias("visitorid"),
+        pl.col(Col.EVENT).cast(pl.String).replace_strict(RETAIL_EVENTS).alias("event"),
+        pl.col(Col.ITEM).alias("itemid"),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m features.sources.synthetic --retail-csv PATH``: write an example shop log."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--retail-csv", type=Path, required=True, help="CSV file to write")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=500)
+    parser.add_argument("--impressions", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    cfg = SyntheticConfig(
+        n_users=args.users, n_items=args.items, n_impressions=args.impressions, seed=args.seed
+    )
+    events, _ = simulate(cfg, progress=False)
+    log = retail_log(events)
+    args.retail_csv.parent.mkdir(parents=True, exist_ok=True)
+    log.write_csv(args.retail_csv)
+    counts = dict(log.group_by("event").len().iter_rows())
+    print(f"wrote {log.height:,} events {counts} to {args.retail_csv}")
+
+
+if __name__ == "__main__":
+    main()

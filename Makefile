@@ -36,10 +36,10 @@ bench-serving: install  ## /recommend under load (100k and 1M items) and the FAI
 	OMP_NUM_THREADS=1 $(PY) benchmarks/index_kinds.py
 
 loop: install  ## closed-loop demo: simulated users ↔ bentoml serve ↔ dvc repro (≈15 min)
-	$(PY) -m pipelines.closed_loop --rounds 3
+	$(PY) -m experiments.closed_loop --rounds 3
 
 report: install  ## HTML comparison report of the last pipeline run (reports/report.html)
-	$(PY) -m pipelines.report --out reports/report.html
+	dvc repro report
 
 lint: install
 	ruff check . && ruff format --check .

@@ -59,9 +59,13 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from models.gnolr import GNOLREmbeddings  # noqa: E402
+from features.contract import Col
+from features.feedback_log import FeedbackLog  # noqa: E402
+from features.seen import SeenItems  # noqa: E402
+from models.gnolr.network import GNOLREmbeddings  # noqa: E402
+from serving.bundle import load_bundle, write_bundle  # noqa: E402
 from serving.index import IndexConfig, build_index, choose_kind, recall_and_qps  # noqa: E402
-from serving.retrieval import SeenItems  # noqa: E402
+from serving.recommend import impression_records, recommend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "data" / "bench"
@@ -252,22 +256,8 @@ def build_bundle(
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    faiss.write_index(index, str(tmp / "index.faiss"))
-    emb.save(tmp / "embeddings.npz")
-    pl.DataFrame(
-        {
-            "user_id": [f"u{i}" for i in range(n_users)],
-            "user_idx": np.arange(n_users, dtype=np.int32),
-        }
-    ).write_parquet(tmp / "users.parquet")
-    pl.DataFrame(
-        {
-            "item_id": [f"i{i}" for i in range(n_items)],
-            "item_idx": np.arange(n_items, dtype=np.int32),
-        }
-    ).write_parquet(tmp / "items.parquet")
-    seen.save(tmp / "seen.npz")
-    np.save(tmp / "popular.npy", np.argsort(-popularity, kind="stable"))
+    users = pl.DataFrame({Col.USER: [f"u{i}" for i in range(n_users)]}).with_row_index(Col.USER_IDX)
+    items = pl.DataFrame({Col.ITEM: [f"i{i}" for i in range(n_items)]}).with_row_index(Col.ITEM_IDX)
     manifest = {
         "model_version": f"bench-{n_items}-{kind}",
         "mlflow_run_id": None,
@@ -275,10 +265,10 @@ def build_bundle(
         "levels": LEVELS,
         "reactions": ["love"],
         "index_kind": kind,
-        "plove": False,
         **knobs,
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    popular = np.argsort(-popularity, kind="stable")
+    write_bundle(tmp, emb, index, users, items, seen, popular, manifest)
     facts = {
         "spec": spec,
         "kind": kind,
@@ -317,20 +307,12 @@ def in_process(bundle_dir: Path, users: list[str], seconds: float, log_dir: Path
     Measured twice: the retrieval alone, and retrieval + the fsync'd append of the slate's
     impressions to a ``FeedbackLog`` in ``log_dir`` (what the service adds to every request).
     """
-    from serving.bundle import load_bundle
-    from serving.recommend import recommend
-
-    try:
-        from serving.feedback_log import FeedbackLog
-        from serving.recommend import impression_records
-    except ImportError:  # a service without the feedback log
-        FeedbackLog = impression_records = None  # noqa: N806
 
     faiss.omp_set_num_threads(1)
     start = time.perf_counter()
     bundle = load_bundle(bundle_dir)
     load_s = time.perf_counter() - start
-    log = FeedbackLog(log_dir) if FeedbackLog is not None else None
+    log = FeedbackLog(log_dir)
 
     def timed(bundle, with_log: bool) -> dict:
         for uid in users[:50]:  # warm-up
@@ -547,7 +529,7 @@ def run_level(
     url: str, server_pid: int, users: list[str], concurrency: int, warmup: float, seconds: float
 ) -> LevelResult:
     """Warm up, then measure one concurrency level against ``url`` (/recommend)."""
-    bodies = [json.dumps({"user_id": u, "k": 10}).encode() for u in users]
+    bodies = [json.dumps({Col.USER: u, "k": 10}).encode() for u in users]
     endpoint = f"{url}/recommend"
     cap = 20_000 * max(1, int(seconds + warmup))  # a hard bound far above any reachable rate
     if warmup > 0:
@@ -572,7 +554,7 @@ def check_response(url: str, user: str) -> dict:
     """One request, checked: 10 items and a model version, else the benchmark stops."""
     req = urllib.request.Request(
         f"{url}/recommend",
-        data=json.dumps({"user_id": user, "k": 10}).encode(),
+        data=json.dumps({Col.USER: user, "k": 10}).encode(),
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=30) as r:

@@ -23,8 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.gnolr import GNOLRConfig
-from models.train import Interactions, fit_gnolr, fit_per_level
+from evaluation.validation import LevelAUC
+from features.contract import Col
+from features.training_sets import training_sets_from_source
+from models.data import Interactions
+from models.gnolr.config import GNOLRConfig
+from models.gnolr.fit import fit_gnolr, fit_per_level
+from pipelines.outputs import write_json
+from pipelines.params import load_params
 
 
 def export(features: Path, out: Path) -> None:
@@ -39,7 +45,7 @@ def export(features: Path, out: Path) -> None:
     }
     for split in ("train", "valid"):
         f = pl.read_parquet(features / f"{split}.parquet")
-        for col in ("user_idx", "item_idx", "level"):
+        for col in (Col.USER_IDX, Col.ITEM_IDX, Col.LEVEL):
             arrays[f"{split}_{col}"] = f[col].to_numpy()
     np.savez_compressed(out, **arrays)
 
@@ -48,13 +54,9 @@ def export_source(kind: str, out: Path) -> None:
     """Build the training sets of source ``kind`` (params.yaml otherwise) and export them."""
     import tempfile
 
-    from pipelines.common import write_json
-    from pipelines.compare import prepare
-    from pipelines.params import load_params
-
     params = load_params()
     params.source.kind = kind
-    sets = prepare(params)[0]
+    sets = training_sets_from_source(params.source, params.contract, params.features)[0]
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("train", "valid"):
             sets.splits[name].write_parquet(Path(tmp) / f"{name}.parquet")
@@ -82,6 +84,7 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
             rates,
             names,
             cfg,
+            LevelAUC(names),
             progress=False,
             accelerator=accelerator,
         )
@@ -94,6 +97,7 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
         rates,
         names,
         cfg,
+        LevelAUC,
         progress=False,
         accelerator=accelerator,
     )

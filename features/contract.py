@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Col:
-    """Column names of the event table, defined once."""
+    """Column names of the event table and of the feature tables built from it, defined once."""
 
+    # the event table (the contract)
     USER = "user_id"
     ITEM = "item_id"
     EVENT = "event"
@@ -23,6 +25,12 @@ class Col:
     SESSION = "session_id"
     POSITION = "position"
     PROPENSITY = "propensity"
+    # the feature tables (features stage: users, items, train / valid / test)
+    USER_IDX = "user_idx"
+    ITEM_IDX = "item_idx"
+    LEVEL = "level"  # deepest feedback level reached, 0..T
+    PROPENSITY_LOGGED = "propensity_logged"  # as logged; ``propensity`` is logged-else-estimated
+    SPLIT = "split"
 
 
 COLUMNS = [Col.USER, Col.ITEM, Col.EVENT, Col.TS, Col.SESSION, Col.POSITION, Col.PROPENSITY]
@@ -87,6 +95,26 @@ class EventNames:
     @property
     def all(self) -> tuple[str, ...]:
         return (IMPRESSION, *self.levels, *self.reactions)
+
+
+class ContractConfig(BaseModel):
+    """params.yaml → ``contract``: the event vocabulary and how many bad rows ingest tolerates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[str] = Field(
+        default_factory=lambda: ["click", "cart", "purchase"],
+        description="ordered feedback levels, shallow to deep",
+    )
+    reactions: list[str] = Field(
+        default_factory=lambda: ["love"], description="reaction events (P[Love]); may be empty"
+    )
+    max_bad_fraction: float = Field(
+        0.01, ge=0, le=1, description="quarantined share that fails ingest"
+    )
+
+    def names(self) -> EventNames:
+        return EventNames(tuple(self.levels), tuple(self.reactions))
 
 
 @dataclass

@@ -40,9 +40,9 @@ def impression_units(events: pl.LazyFrame, names: EventNames) -> pl.LazyFrame:
         .group_by(UNIT_KEY)
         .agg(
             pl.coalesce(pl.col(Col.TS).filter(is_imp).min(), pl.col(Col.TS).min()).alias(Col.TS),
-            level.alias("level"),
+            level.alias(Col.LEVEL),
             *[(event == r).any().cast(pl.Int8).alias(reaction_column(r)) for r in names.reactions],
-            pl.col(Col.PROPENSITY).filter(is_imp).drop_nulls().first().alias("propensity_logged"),
+            pl.col(Col.PROPENSITY).filter(is_imp).drop_nulls().first().alias(Col.PROPENSITY_LOGGED),
             pl.col(Col.POSITION).filter(is_imp).min().alias(Col.POSITION),
             is_imp.any().alias("shown"),
         )

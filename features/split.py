@@ -68,7 +68,7 @@ def assign_stratified(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
     In a group of n units, ranks r of a seeded shuffle go to test when r < round(n·t), to valid when
     r < round(n·t) + round(n·v), else to train.
     """
-    group = [Col.USER, pl.col("level") >= 1]
+    group = [Col.USER, pl.col(Col.LEVEL) >= 1]
     n = pl.len().over(group)
     rank = pl.int_range(pl.len()).shuffle(seed=cfg.seed).over(group)
     n_test = (n * cfg.test_fraction).round()

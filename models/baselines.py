@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.gnolr import GNOLREmbeddings
+from models.gnolr.network import GNOLREmbeddings
 
 
 class Scorer(Protocol):
@@ -23,6 +23,22 @@ class Scorer(Protocol):
     def logits(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
 
     def level_vectors(self, level: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def popularity_counts(
+    items: np.ndarray, levels: np.ndarray, n_items: int, n_levels: int
+) -> np.ndarray:
+    """counts[i, c−1] = training rows of item i with level ≥ c, shape (n_items, T)."""
+    counts = np.zeros((n_items, n_levels), dtype=np.float64)
+    for c in range(1, n_levels + 1):
+        counts[:, c - 1] = np.bincount(items[levels >= c], minlength=n_items)
+    return counts
+
+
+def popularity_order(counts: np.ndarray) -> np.ndarray:
+    """Item indices by ``counts`` (n_items,), most popular first; ties go to the lower index."""
+    counts = np.asarray(counts)
+    return np.lexsort((np.arange(counts.size), -counts))
 
 
 class PopularityScorer:

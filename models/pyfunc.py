@@ -27,14 +27,21 @@ import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
+import features
+import models
+from features.contract import Col
+from models.gnolr.network import GNOLREmbeddings
+from models.plove.network import PLoveScorer
+from models.relmf.network import MFEmbeddings
+
 PACKAGES = ("mlflow", "numpy", "pandas", "polars", "pydantic", "torch", "lightning", "faiss-cpu")
 
 
 def _pairs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    missing = {"user_idx", "item_idx"} - set(frame.columns)
+    missing = {Col.USER_IDX, Col.ITEM_IDX} - set(frame.columns)
     if missing:
         raise ValueError(f"model input lacks columns {sorted(missing)}")
-    return frame["user_idx"].to_numpy(np.int64), frame["item_idx"].to_numpy(np.int64)
+    return frame[Col.USER_IDX].to_numpy(np.int64), frame[Col.ITEM_IDX].to_numpy(np.int64)
 
 
 class GNOLRPairs(mlflow.pyfunc.PythonModel):
@@ -45,8 +52,6 @@ class GNOLRPairs(mlflow.pyfunc.PythonModel):
         self.levels = list(levels)
 
     def load_context(self, context) -> None:
-        from models.gnolr import GNOLREmbeddings
-
         if "bundle" in context.artifacts:
             bundle = Path(context.artifacts["bundle"])
             self.levels = json.loads((bundle / "manifest.json").read_text())["levels"]
@@ -64,8 +69,6 @@ class RelMFPairs(mlflow.pyfunc.PythonModel):
     """Rel-MF relevance probability. Artifact: ``embeddings`` (embeddings.npz)."""
 
     def load_context(self, context) -> None:
-        from models.mf import MFEmbeddings
-
         self.embeddings = MFEmbeddings.load(context.artifacts["embeddings"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
@@ -76,8 +79,6 @@ class PLovePairs(mlflow.pyfunc.PythonModel):
     """Calibrated P[Love]. Artifact: ``scorer`` (a directory with scorer.npz, calibrator.json)."""
 
     def load_context(self, context) -> None:
-        from models.plove import PLoveScorer
-
         self.scorer = PLoveScorer.load(context.artifacts["scorer"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
@@ -91,7 +92,7 @@ class PLovePairs(mlflow.pyfunc.PythonModel):
 
 def signature(outputs: list[str], position: bool = False) -> ModelSignature:
     """Integer pair columns in, one double column per name out."""
-    inputs = [ColSpec("long", "user_idx"), ColSpec("long", "item_idx")]
+    inputs = [ColSpec("long", Col.USER_IDX), ColSpec("long", Col.ITEM_IDX)]
     if position:
         inputs.append(ColSpec("long", "position", required=False))
     return ModelSignature(Schema(inputs), Schema([ColSpec("double", n) for n in outputs]))
@@ -122,13 +123,10 @@ def log_pair_model(
 
     Returns MLflow's ``ModelInfo`` (``model_uri``, ``model_id``, ``registered_model_version``).
     """
-    import features
-    import models
-
     example = pd.DataFrame(
         {
-            "user_idx": np.arange(3, dtype=np.int64) % max(n_users, 1),
-            "item_idx": np.arange(3, dtype=np.int64) % max(n_items, 1),
+            Col.USER_IDX: np.arange(3, dtype=np.int64) % max(n_users, 1),
+            Col.ITEM_IDX: np.arange(3, dtype=np.int64) % max(n_items, 1),
         }
     )
     if position:

@@ -14,19 +14,20 @@ import sys
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import polars as pl
 from mlflow.exceptions import MlflowException
 
-from features.sources.synthetic import World, parse_index
-from models.baselines import PopularityScorer
-from models.gnolr import GNOLREmbeddings
-from models.mf import MFEmbeddings
-from models.popularity import popularity_counts
-from pipelines.common import log_dataset, split_metrics, start_run, write_json
+from evaluation.protocol import TestData, evaluate_scorer, simulator_gain
+from features.contract import Col
+from features.seen import SeenItems
+from features.sources.synthetic import World
+from models.baselines import PopularityScorer, popularity_counts
+from models.gnolr.network import GNOLREmbeddings
+from models.relmf.network import MFEmbeddings
+from pipelines.outputs import write_json
 from pipelines.params import load_params
-from serving.evaluation import TestData, TrueGain, evaluate_scorer
-from serving.retrieval import SeenItems
+from pipelines.tracking import log_dataset, split_metrics, start_run
+from serving.recommend import level_ranker
 
 FEATURES = Path("data/features")
 MODEL = Path("data/models/gnolr")
@@ -38,39 +39,17 @@ METRICS = Path("data/metrics/evaluate.json")
 def load_test_data(features_dir: Path) -> tuple[TestData, pl.DataFrame]:
     """The test split as :class:`TestData`, and the training rows (for baselines)."""
     meta = json.loads((features_dir / "meta.json").read_text())
-    cols = ["user_idx", "item_idx", "level"]
+    cols = [Col.USER_IDX, Col.ITEM_IDX, Col.LEVEL]
     train = pl.read_parquet(features_dir / "train.parquet", columns=cols)
-    test = pl.read_parquet(features_dir / "test.parquet", columns=[*cols, "propensity"])
-    pos = train.filter(pl.col("level") >= 1)
-    seen = SeenItems.from_pairs(
-        pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), meta["n_users"]
-    )
+    test = pl.read_parquet(features_dir / "test.parquet", columns=[*cols, Col.PROPENSITY])
     data = TestData(
         *(test[c].to_numpy() for c in cols),
-        seen=seen,
+        seen=SeenItems.from_training(train, meta["n_users"]),
         names=meta["levels"],
         n_items=meta["n_items"],
-        propensity=test["propensity"].to_numpy(),
+        propensity=test[Col.PROPENSITY].to_numpy(),
     )
     return data, train
-
-
-def true_gain_fn(
-    users: pl.DataFrame, items: pl.DataFrame, world: World, names: list[str]
-) -> TrueGain:
-    """True P(level) of every catalogue item for given users, from the simulator's world.
-
-    ``users``/``items`` are the vocabularies (``user_id, user_idx`` / ``item_id, item_idx``).
-    """
-    sim_user = parse_index(users.sort("user_idx")["user_id"].to_list())
-    sim_item = parse_index(items.sort("item_idx")["item_id"].to_list())
-
-    def true_gain(batch: np.ndarray) -> dict[str, np.ndarray]:
-        aff = world.affinity_matrix(sim_user[batch])[:, :, sim_item]
-        probs = world.true_probabilities(aff)
-        return {name: probs[name] for name in names}
-
-    return true_gain
 
 
 def evaluate(
@@ -84,19 +63,19 @@ def evaluate(
     data, train = load_test_data(features_dir)
     names = list(data.names)
     counts = popularity_counts(
-        train["item_idx"].to_numpy(), train["level"].to_numpy(), data.n_items, len(names)
+        train[Col.ITEM_IDX].to_numpy(), train[Col.LEVEL].to_numpy(), data.n_items, len(names)
     )
     gain = None
     if world is not None:
         users = pl.read_parquet(features_dir / "users.parquet")
-        gain = true_gain_fn(users, pl.read_parquet(features_dir / "items.parquet"), world, names)
-    results = {
-        "gnolr": evaluate_scorer(embeddings, data, ks, gain),
-        "popularity": evaluate_scorer(PopularityScorer(counts, data.seen.n_users), data, ks, gain),
-    }
+        gain = simulator_gain(users, pl.read_parquet(features_dir / "items.parquet"), world, names)
+    scorers = {"gnolr": embeddings, "popularity": PopularityScorer(counts, data.seen.n_users)}
     if relmf is not None:
-        results["relmf"] = evaluate_scorer(relmf, data, ks, gain)
-    return results
+        scorers["relmf"] = relmf
+    return {
+        name: evaluate_scorer(scorer, data, ks, level_ranker(scorer, data.seen), gain)
+        for name, scorer in scorers.items()
+    }
 
 
 def training_runs() -> dict[str, str]:

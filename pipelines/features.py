@@ -11,13 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import polars as pl
 
 from features import side_features
 from features.contract import Col
 from features.training_sets import build_training_sets
-from pipelines.common import atomic_dir, write_json
+from pipelines.outputs import atomic_dir, write_json
 from pipelines.params import load_params
+from pipelines.tracking import log_dataset, split_metrics, start_run
 
 INGEST = Path("data/ingest")
 IN = INGEST / "events.parquet"
@@ -49,8 +51,8 @@ def main() -> None:
             frame.write_parquet(tmp / f"{name}.parquet")
         step(f"wrote vocabularies and splits {', '.join(sets.splits)}")
         for side, vocab, key, index in (
-            ("user", sets.users, Col.USER, "user_idx"),
-            ("item", sets.items, Col.ITEM, "item_idx"),
+            ("user", sets.users, Col.USER, Col.USER_IDX),
+            ("item", sets.items, Col.ITEM, Col.ITEM_IDX),
         ):
             table = INGEST / f"{side}_features.parquet"
             if table.exists():
@@ -60,6 +62,12 @@ def main() -> None:
         step("encoded side features")
         write_json(tmp / "meta.json", sets.meta)
     write_json(METRICS, {k: sets.meta[k] for k in ("n_users", "n_items", "rows", "base_rates")})
+    with start_run(params, "features", "features", model="data"):
+        log_dataset(OUT, f"{params.source.kind}-features", [f"{s}.parquet" for s in sets.splits])
+        facts = {"n_users": sets.meta["n_users"], "n_items": sets.meta["n_items"]}
+        facts |= {f"rows/{s}": n for s, n in sets.meta["rows"].items()}
+        facts |= {f"base_rate/{level}": p for level, p in sets.meta["base_rates"].items()}
+        mlflow.log_metrics(split_metrics("data", facts))
     step(f"wrote {OUT}/meta.json and {METRICS}")
     rows = ", ".join(f"{k} {v:,}" for k, v in sets.meta["rows"].items())
     print(

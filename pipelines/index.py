@@ -10,27 +10,23 @@ run (stage=index, model=gnolr, tag index_kind): ``test/recall_at_<k>``, ``test/q
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
-import faiss
 import mlflow
 import numpy as np
 import polars as pl
 
-from models.gnolr import GNOLREmbeddings
-from pipelines.common import (
-    atomic_dir,
-    file_digest,
-    log_dataset,
-    split_metrics,
-    start_run,
-    write_json,
-)
+from features.contract import Col
+from features.seen import SeenItems
+from models.baselines import popularity_counts, popularity_order
+from models.gnolr.network import GNOLREmbeddings
+from models.plove.network import PLoveScorer
+from pipelines.outputs import atomic_dir, file_digest, write_json
 from pipelines.params import load_params
+from pipelines.tracking import log_dataset, split_metrics, start_run
+from serving.bundle import write_bundle
 from serving.index import build_index, recall_and_qps
-from serving.retrieval import SeenItems
 
 FEATURES = Path("data/features")
 MODEL = Path("data/models/gnolr")
@@ -76,38 +72,36 @@ def main() -> None:
             f"index.recall_floor = {cfg.recall_floor}; raise ef_search/nprobe or use kind: flat"
         )
 
-    train = pl.read_parquet(FEATURES / "train.parquet", columns=["user_idx", "item_idx", "level"])
-    pos = train.filter(pl.col("level") >= 1)
-    seen = SeenItems.from_pairs(
-        pos["user_idx"].to_numpy(), pos["item_idx"].to_numpy(), len(embeddings.users)
+    train = pl.read_parquet(
+        FEATURES / "train.parquet", columns=[Col.ITEM_IDX, Col.USER_IDX, Col.LEVEL]
     )
-    popularity = np.bincount(pos["item_idx"].to_numpy(), minlength=len(vectors))
-    popular = np.lexsort((np.arange(len(vectors)), -popularity))
+    seen = SeenItems.from_training(train, len(embeddings.users))
+    counts = popularity_counts(
+        train[Col.ITEM_IDX].to_numpy(), train[Col.LEVEL].to_numpy(), len(vectors), 1
+    )
+    plove = PLoveScorer.load(PLOVE) if (PLOVE / "scorer.npz").exists() else None
+    manifest = {
+        "model_version": f"gnolr-{file_digest(MODEL / 'embeddings.npz')}",
+        "mlflow_run_id": info.get("run_id"),
+        "dataset_digest": info.get("dataset_digest"),
+        "levels": info["levels"],
+        "reactions": list(params.contract.reactions),
+        "index_kind": kind,
+        "ef_search": cfg.hnsw_ef_search,
+        "nprobe": cfg.ivf_nprobe,
+    }
     with atomic_dir(OUT) as tmp:
-        faiss.write_index(index, str(tmp / "index.faiss"))
-        shutil.copy(MODEL / "embeddings.npz", tmp / "embeddings.npz")
-        shutil.copy(FEATURES / "users.parquet", tmp / "users.parquet")
-        pl.read_parquet(FEATURES / "items.parquet", columns=["item_id", "item_idx"]).write_parquet(
-            tmp / "items.parquet"
+        write_bundle(
+            tmp,
+            embeddings,
+            index,
+            pl.read_parquet(FEATURES / "users.parquet"),
+            pl.read_parquet(FEATURES / "items.parquet"),
+            seen,
+            popularity_order(counts[:, 0]),
+            manifest,
+            plove,
         )
-        seen.save(tmp / "seen.npz")
-        if (PLOVE / "scorer.npz").exists():
-            (tmp / "plove").mkdir()
-            for name in ("scorer.npz", "calibrator.json"):
-                shutil.copy(PLOVE / name, tmp / "plove" / name)
-        np.save(tmp / "popular.npy", popular)
-        manifest = {
-            "model_version": f"gnolr-{file_digest(MODEL / 'embeddings.npz')}",
-            "mlflow_run_id": info.get("run_id"),
-            "dataset_digest": info.get("dataset_digest"),
-            "levels": info["levels"],
-            "reactions": list(params.contract.reactions),
-            "index_kind": kind,
-            "plove": (PLOVE / "scorer.npz").exists(),
-            "ef_search": cfg.hnsw_ef_search,
-            "nprobe": cfg.ivf_nprobe,
-        }
-        write_json(tmp / "manifest.json", manifest)
     print(
         f"index: {kind} over {len(vectors):,} items, recall@{cfg.recall_k} {quality['recall']:.3f}, "
         f"{quality['qps']:,.0f} queries/s → {OUT}/, {METRICS} (model {manifest['model_version']})"

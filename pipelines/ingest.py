@@ -15,15 +15,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import mlflow
 import polars as pl
 import pyarrow.parquet as pq
 
 from features.contract import ContractError, check_bad_fraction, to_arrow, validate
-from features.sources import load_events, load_side_features
+from features.feedback_log import ReadStats
+from features.sources import SourceConfig, load_events, load_side_features
 from features.sources.feedback import append_feedback, load_feedback
-from pipelines.common import atomic_dir, write_json
-from pipelines.params import SourceConfig, load_params
-from serving.feedback_log import ReadStats
+from pipelines.outputs import atomic_dir, write_json
+from pipelines.params import load_params
+from pipelines.tracking import log_dataset, split_metrics, start_run
 
 if TYPE_CHECKING:
     from features.sources.synthetic import World
@@ -76,6 +78,14 @@ def main() -> None:
         summary["feedback_log_events"] = feedback.records
         summary["feedback_log_torn_lines"] = feedback.skipped_lines
     write_json(METRICS, summary)
+    with start_run(params, "ingest", "ingest", model="data"):
+        log_dataset(OUT, f"{params.source.kind}-events", ["events.parquet"], "ingest")
+        facts = {
+            k: summary[k] for k in ("n_rows", "n_valid", "n_quarantined", "n_users", "n_items")
+        }
+        facts |= {f"quarantined/{r}": n for r, n in report.bad_by_reason.items()}
+        facts |= {f"events/{e}": n for e, n in summary["events_by_type"].items()}
+        mlflow.log_metrics(split_metrics("data", facts))
     from_log = (
         ""
         if feedback is None

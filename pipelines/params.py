@@ -1,66 +1,42 @@
-"""params.yaml as typed, validated configuration: a wrong key fails in a second, naming the key."""
+"""params.yaml as typed, validated configuration: a wrong key fails in a second, naming the key.
+
+Each section's schema lives beside the code it configures; this module only assembles them. It
+imports configuration modules only (no deep-learning framework), so validation is fast.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.contract import EventNames
-from features.sources.movielens import MovieLensConfig
-from features.sources.obd import OBDConfig
-from features.sources.synthetic import SyntheticConfig
-from features.sources.tabular import TabularConfig
+from evaluation.policies import PLoveEvaluatorConfig, PLoveSweepConfig
+from evaluation.promotion import PromoteConfig
+from evaluation.protocol import EvaluateConfig
+from features.contract import ContractConfig
+from features.sources import SourceConfig
 from features.training_sets import FeaturesConfig
-from models.gnolr import GNOLRConfig
-from models.mf import RelMFConfig
-from models.plove import PLoveConfig
-from models.promotion import PromoteConfig
-from pipelines.batch_recommend import BatchConfig
+from models.gnolr.config import GNOLRConfig
+from models.plove.config import PLoveConfig
+from models.relmf.config import RelMFConfig
+from serving.batch import BatchConfig
 from serving.index import IndexConfig
 
-SourceKind = Literal["synthetic", "movielens-100k", "obd", "parquet", "csv"]
 
+class MlflowConfig(BaseModel):
+    """params.yaml → ``mlflow``: the experiment every run of the pipeline is logged to."""
 
-class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-
-class SourceConfig(_Strict):
-    kind: SourceKind = "synthetic"
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-    movielens: MovieLensConfig = Field(default_factory=MovieLensConfig)
-    obd: OBDConfig = Field(default_factory=OBDConfig)
-    tabular: TabularConfig = Field(default_factory=TabularConfig)
-    cache_dir: str = Field("data/external", description="where fetched wheels are kept")
-    feedback_log: str | None = Field(
-        None, description="the service's feedback log directory, appended to the source's events"
-    )
-
-
-class ContractConfig(_Strict):
-    levels: list[str] = Field(default_factory=lambda: ["click", "cart", "purchase"])
-    reactions: list[str] = Field(default_factory=lambda: ["love"])
-    max_bad_fraction: float = Field(
-        0.01, ge=0, le=1, description="quarantined share that fails ingest"
-    )
-
-    def names(self) -> EventNames:
-        return EventNames(tuple(self.levels), tuple(self.reactions))
-
-
-class EvaluateConfig(_Strict):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 50, 100])
-    batch_size: int = Field(1024, ge=1)
-
-
-class MlflowConfig(_Strict):
     experiment: str = "ladder"
 
 
-class Params(_Strict):
+class Params(BaseModel):
+    """The whole of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
     seed: int = 0
     source: SourceConfig = Field(default_factory=SourceConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
@@ -70,6 +46,8 @@ class Params(_Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
     relmf: RelMFConfig = Field(default_factory=RelMFConfig)
     plove: PLoveConfig = Field(default_factory=PLoveConfig)
+    plove_evaluator: PLoveEvaluatorConfig = Field(default_factory=PLoveEvaluatorConfig)
+    plove_sweep: PLoveSweepConfig = Field(default_factory=PLoveSweepConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
@@ -94,16 +72,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ParamsError(f"invalid {path}: {problems}") from None
-
-
-def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, object]:
-    """Nested params as ``a.b.c`` keys (as named in the file), for MLflow."""
-    data = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out

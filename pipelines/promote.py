@@ -26,18 +26,20 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.promotion import FAMILIES, Bound, Decision, PromoteConfig, decide
-from pipelines.common import (
+from evaluation.promotion import FAMILIES, Bound, Decision, PromoteConfig, decide
+from models.pyfunc import GNOLRPairs, log_pair_model
+from pipelines.outputs import file_digest, write_json
+from pipelines.params import Params, load_params
+from pipelines.tracking import (
     METRIC_NAME,
-    file_digest,
     log_dataset,
     metric_name,
     pipeline_run_id,
     split_metrics,
     start_run,
-    write_json,
+    tracking_uri,
 )
-from pipelines.params import Params, load_params
+from pipelines.train_plove import run_metrics as plove_metrics
 
 MODELS = Path("data/models")
 SERVING = Path("data/serving")
@@ -53,8 +55,6 @@ def _json(path: Path) -> dict:
 
 def candidate_metrics(family: str) -> dict[str, float]:
     """The family's metrics in the run-record scheme, from the DVC metrics files."""
-    from pipelines.train_plove import run_metrics as plove_metrics
-
     evaluated = _json(EVALUATE).get(family, {})
     out = split_metrics("test", evaluated)
     if family == "gnolr":
@@ -105,8 +105,6 @@ def champion_metrics(client: MlflowClient, name: str, alias: str):
 def register(family: str, name: str, info: dict) -> str:
     """Register the family's model under ``name`` in the active run; returns the new version."""
     if family == "gnolr":
-        from models.pyfunc import GNOLRPairs, log_pair_model
-
         manifest = _json(SERVING / "manifest.json")
         levels = manifest["levels"]
         meta = _json(Path("data/features/meta.json"))
@@ -239,8 +237,6 @@ NEXT_STEPS = """next:
 def main() -> None:
     params = load_params()
     cfg = params.promote
-    from pipelines.common import tracking_uri
-
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     records = {family: promote_family(family, params, client) for family in FAMILIES}

@@ -4,7 +4,7 @@
     python -m pipelines.report --pipeline-run latest        # the newest one in the store
     python -m pipelines.report --pipeline-run ID --out reports/ID.html
 
-Built from the tracked MLflow runs (pipelines.common.tracking_uri(), params.yaml mlflow.experiment):
+Built from the tracked MLflow runs (pipelines.tracking.tracking_uri(), params.yaml mlflow.experiment):
 per-level NDCG@K by model, P[Love] calibration, the clipping-threshold sweep, index recall vs
 queries/s and the love-weight trade-off. Sections with nothing tracked say what to run.
 """
@@ -16,24 +16,14 @@ import csv
 import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per CSV is noise
+import mlflow
 
-from models.report import Report, ReportConfig, ReportError, build_report  # noqa: E402
-from pipelines.common import pipeline_run_id, repo_root, tracking_uri  # noqa: E402
-from pipelines.params import load_params  # noqa: E402
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary sibling renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+from pipelines.outputs import atomic_file
+from pipelines.params import load_params
+from pipelines.tracking import pipeline_run_id, repo_root, start_run, tracking_uri
+from reporting import Report, ReportConfig, ReportError, build_report
 
 
 def write_plot_csvs(report: Report, directory: Path) -> list[Path]:
@@ -41,25 +31,21 @@ def write_plot_csvs(report: Report, directory: Path) -> list[Path]:
     written = []
     for section in report.sections:
         path = directory / f"{section.key}.csv"
-        directory.mkdir(parents=True, exist_ok=True)
-        if (
-            not section.rows
-        ):  # nothing tracked now: an empty table, no stale plot (DVC wants the file)
-            path.write_text("series\n", encoding="utf-8")
-            written.append(path)
-            continue
-        columns = list(dict.fromkeys(k for row in section.rows for k in row))
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, columns)
-            writer.writeheader()
-            writer.writerows(section.rows)
+        with atomic_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+            if not section.rows:  # nothing tracked now: an empty table (DVC wants the file)
+                fh.write("series\n")
+            else:
+                columns = list(dict.fromkeys(k for row in section.rows for k in row))
+                writer = csv.DictWriter(fh, columns)
+                writer.writeheader()
+                writer.writerows(section.rows)
         written.append(path)
     return written
 
 
 def build(cfg: ReportConfig, which: str) -> Report:
     """``which``: a pipeline_run id, ``latest``, or ``current`` (this workspace's inputs, see
-    :func:`pipelines.common.pipeline_run_id`; the newest one if none of its runs is tracked)."""
+    :func:`pipelines.tracking.pipeline_run_id`; the newest one if none of its runs is tracked)."""
     if which == "latest":
         return build_report(cfg)
     if which != "current":
@@ -90,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         "--k", type=int, default=None, help="NDCG cut-off (default: evaluate.ks[0])"
     )
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per CSV: noise
     params = load_params(repo_root() / "params.yaml")
     cfg = ReportConfig(
         tracking_uri=tracking_uri(),
@@ -104,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
         report = build(cfg, args.pipeline_run)
     except ReportError as exc:
         sys.exit(f"report: {exc}")
-    write_text(args.out, report.html)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(report.html, encoding="utf-8")
+    with start_run(params, "report", "report", model="report"):
+        mlflow.set_tag("reported_pipeline_run", report.pipeline_run or "")
+        mlflow.log_artifact(str(args.out))
     plots = write_plot_csvs(report, args.plots_dir or args.out.parent / "plots")
     print(
         f"report: {args.out} ({len(report.html) / 1024:.0f} KiB) for pipeline run "

@@ -13,19 +13,17 @@ import sys
 from pathlib import Path
 
 import mlflow
+import polars as pl
 import torch
 
+from evaluation.validation import LevelAUC
 from features import side_features
+from models.data import Interactions
+from models.gnolr.fit import fit_gnolr
 from models.pyfunc import GNOLRPairs, log_pair_model
-from pipelines.common import (
-    atomic_dir,
-    log_dataset,
-    read_interactions,
-    stage_logger,
-    start_run,
-    write_json,
-)
+from pipelines.outputs import atomic_dir, write_json
 from pipelines.params import load_params
+from pipelines.tracking import log_dataset, stage_logger, start_run
 
 FEATURES = Path("data/features")
 OUT = Path("data/models/gnolr")
@@ -34,9 +32,10 @@ OUT = Path("data/models/gnolr")
 def main() -> None:
     params = load_params()
     meta = json.loads((FEATURES / "meta.json").read_text())
-    train = read_interactions(FEATURES / "train.parquet")
-    valid = read_interactions(FEATURES / "valid.parquet")
-    from models.train import fit_gnolr
+    train, valid = (
+        Interactions.from_frame(pl.read_parquet(FEATURES / f"{split}.parquet"))
+        for split in ("train", "valid")
+    )
 
     with start_run(params, "train_gnolr", "gnolr") as run:
         digest = log_dataset(
@@ -53,6 +52,7 @@ def main() -> None:
             [meta["base_rates"][name] for name in meta["levels"]],
             meta["levels"],
             params.gnolr,
+            LevelAUC(meta["levels"]),
             logger=logger,
             user_features=user_side,
             item_features=item_side,

@@ -23,27 +23,24 @@ import numpy as np
 import polars as pl
 import torch
 
+from evaluation.calibration import metrics_by_group, reliability_curve
+from evaluation.validation import LoveAUC
 from features.contract import IMPRESSION, Col
 from features.love_labels import downsample_negatives, love_labels, split_by_time
-from models.calibration import choose_calibrator, metrics_by_group, reliability_curve
-from models.plove import LoveRows, PLoveConfig, bucket_codes, exposure_weights, fit_plove
+from models.plove.calibration import choose_calibrator
+from models.plove.config import PLoveConfig
+from models.plove.fit import LoveRows, bucket_codes, exposure_weights, fit_plove
 from models.pyfunc import PLovePairs, log_pair_model
-from pipelines.common import (
-    atomic_dir,
-    log_dataset,
-    log_plot,
-    split_metrics,
-    stage_logger,
-    start_run,
-    write_json,
-)
+from pipelines.outputs import atomic_dir, write_csv, write_json
 from pipelines.params import Params, load_params
+from pipelines.tracking import log_dataset, log_plot, split_metrics, stage_logger, start_run
 
 EVENTS = Path("data/ingest/events.parquet")
 FEATURES = Path("data/features")
 OUT = Path("data/models/plove")
 METRICS = Path("data/metrics/plove.json")
 PLOT = Path("data/metrics/plove_reliability.csv")
+RELIABILITY_COLUMNS = ["bin", "count", "predicted", "observed", "lower", "upper"]
 
 
 def load_config(path: str | Path = "params.yaml") -> tuple[Params, PLoveConfig]:
@@ -84,8 +81,8 @@ def to_rows(frame: pl.DataFrame, ips_floor: float | None = None) -> LoveRows:
             )
         weights = exposure_weights(frame[Col.PROPENSITY].to_numpy(), ips_floor)
     return LoveRows(
-        frame["user_idx"].to_numpy(),
-        frame["item_idx"].to_numpy(),
+        frame[Col.USER_IDX].to_numpy(),
+        frame[Col.ITEM_IDX].to_numpy(),
         frame[Col.POSITION].fill_null(0).to_numpy(),
         frame["click"].to_numpy(),
         frame["love"].to_numpy(),
@@ -195,11 +192,9 @@ def write_skipped(args: argparse.Namespace, reason: str) -> None:
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "info.json", {"skipped": reason})
     write_json(args.metrics, {"skipped": reason})
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    args.plot.write_text("bin,count,predicted,observed,lower,upper\n")
-    args.plot.with_name(f"{args.plot.stem}_by_bucket.csv").write_text(
-        "bucket,bin,count,predicted,observed,lower,upper\n"
-    )
+    write_csv(args.plot, [], RELIABILITY_COLUMNS)
+    by_bucket = args.plot.with_name(f"{args.plot.stem}_by_bucket.csv")
+    write_csv(by_bucket, [], ["bucket", *RELIABILITY_COLUMNS])
     print(
         f"train_plove: skipped — {reason}; no P[Love] model is trained, the serving bundle and "
         f"/recommend work without p_love (a love weight is refused with a 400)"
@@ -220,16 +215,16 @@ def main(argv: list[str] | None = None) -> None:
     if reason := skip_reason(params, pl.scan_parquet(args.events)):
         write_skipped(args, reason)
         return
-    users = pl.read_parquet(args.features / "users.parquet", columns=[Col.USER, "user_idx"])
-    items = pl.read_parquet(args.features / "items.parquet", columns=[Col.ITEM, "item_idx"])
+    users = pl.read_parquet(args.features / "users.parquet", columns=[Col.USER, Col.USER_IDX])
+    items = pl.read_parquet(args.features / "items.parquet", columns=[Col.ITEM, Col.ITEM_IDX])
     splits, unknown = indexed_labels(pl.scan_parquet(args.events), users, items, cfg)
     n_users, n_items = users.height, items.height
     train = splits["train"]
     user_codes, user_edges = bucket_codes(
-        np.bincount(train["user_idx"].to_numpy(), minlength=n_users), cfg.user_buckets
+        np.bincount(train[Col.USER_IDX].to_numpy(), minlength=n_users), cfg.user_buckets
     )
     item_codes, item_edges = bucket_codes(
-        np.bincount(train["item_idx"].to_numpy(), minlength=n_items), cfg.item_buckets
+        np.bincount(train[Col.ITEM_IDX].to_numpy(), minlength=n_items), cfg.item_buckets
     )
     names = bucket_names(user_edges)
     empty = [s for s, f in splits.items() if f["love"].sum() == 0]
@@ -255,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             user_codes,
             item_codes,
             cfg,
+            LoveAUC(),
             logger,
             progress=True,
         )
@@ -296,10 +292,9 @@ def main(argv: list[str] | None = None) -> None:
             pl.DataFrame(curve_by_bucket).write_csv(tmp / "reliability_by_bucket.csv")
             mlflow.log_artifacts(str(tmp), artifact_path="plove")
         write_json(args.metrics, metrics)
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
         by_bucket = args.plot.with_name(f"{args.plot.stem}_by_bucket.csv")
-        pl.DataFrame(curve).write_csv(args.plot)
-        pl.DataFrame(curve_by_bucket).write_csv(by_bucket)
+        write_csv(args.plot, curve)
+        write_csv(by_bucket, curve_by_bucket)
         log_plot(args.plot)
         log_plot(by_bucket)
     t = metrics["test"]["calibrated"]["all"]

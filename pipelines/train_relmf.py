@@ -18,7 +18,6 @@ model=relmf): params, data input, metrics of :func:`run_metrics` and the pyfunc 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,25 +26,20 @@ import numpy as np
 import polars as pl
 import torch
 
-from models.mf import (
-    Pairs,
-    RelMFConfig,
-    fit_relmf,
-    propensity_histogram,
-    propensity_report,
-)
-from models.ope import IPSRankingMetrics
+from evaluation.ips import IPSRankingMetrics
+from evaluation.validation import IPSDCG
+from features.contract import Col
+from features.propensity import propensity_histogram, propensity_report
+from features.seen import SeenItems
+from models.data import Pairs
 from models.pyfunc import RelMFPairs, log_pair_model
-from pipelines.common import (
-    atomic_dir,
-    log_dataset,
-    log_plot,
-    split_metrics,
-    stage_logger,
-    start_run,
-    write_json,
-)
+from models.relmf.config import RelMFConfig
+from models.relmf.fit import fit_relmf
+from pipelines.outputs import atomic_dir, write_csv, write_json
 from pipelines.params import Params, load_params
+from pipelines.tracking import log_dataset, log_plot, split_metrics, stage_logger, start_run
+from serving.recommend import ranker
+from serving.retrieval import Retriever
 
 FEATURES = Path("data/features")
 OUT = Path("data/models/relmf")
@@ -62,35 +56,33 @@ def load_config(path: str | Path = "params.yaml") -> tuple[Params, RelMFConfig]:
 
 def read_positives(path: Path, level: int, exclude: Pairs | None = None) -> Pairs:
     """Distinct (user, item) pairs of a split with ``level ≥ level``, minus ``exclude``."""
+    pair = [Col.USER_IDX, Col.ITEM_IDX]
     frame = (
-        pl.read_parquet(path, columns=["user_idx", "item_idx", "level"])
-        .filter(pl.col("level") >= level)
-        .select("user_idx", "item_idx")
+        pl.read_parquet(path, columns=[*pair, Col.LEVEL])
+        .filter(pl.col(Col.LEVEL) >= level)
+        .select(pair)
         .unique()
     )
     if exclude is not None and exclude.users.size:
         seen = pl.DataFrame(
-            {"user_idx": exclude.users, "item_idx": exclude.items},
-            schema={"user_idx": frame.schema["user_idx"], "item_idx": frame.schema["item_idx"]},
+            {Col.USER_IDX: exclude.users, Col.ITEM_IDX: exclude.items},
+            schema={c: frame.schema[c] for c in pair},
         )
-        frame = frame.join(seen, on=["user_idx", "item_idx"], how="anti")
-    return Pairs(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy())
+        frame = frame.join(seen, on=pair, how="anti")
+    return Pairs(frame[Col.USER_IDX].to_numpy(), frame[Col.ITEM_IDX].to_numpy())
 
 
 def item_propensity(features_dir: Path) -> np.ndarray:
     """θ per item index from items.parquet, shape (n_items,)."""
-    items = pl.read_parquet(features_dir / "items.parquet", columns=["item_idx", "propensity"])
-    return items.sort("item_idx")["propensity"].to_numpy()
+    items = pl.read_parquet(features_dir / "items.parquet", columns=[Col.ITEM_IDX, Col.PROPENSITY])
+    return items.sort(Col.ITEM_IDX)[Col.PROPENSITY].to_numpy()
 
 
 def ips_test_metrics(result, train: Pairs, test: Pairs, theta: np.ndarray, cfg: RelMFConfig):
     """IPS-DCG@k and IPS-Recall@k of the test positives through the service's retrieval path."""
-    from serving.evaluation import recommender
-    from serving.retrieval import Retriever, SeenItems
-
     emb = result.embeddings
     seen = SeenItems.from_pairs(train.users, train.items, len(emb.user_factors))
-    recommend = recommender(Retriever(emb.item_vectors()), emb.user_vectors(), seen)
+    recommend = ranker(Retriever(emb.item_vectors()), emb.user_vectors(), seen)
     out = {}
     for k in TEST_KS:
         metric = IPSRankingMetrics(k, cfg.valid_floor)
@@ -113,14 +105,6 @@ def run_metrics(info: dict, report: dict) -> dict[str, float]:
         **split_metrics("valid", best),
         **split_metrics("train", report["train_positives"], prefix="propensity_"),
     }
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` as CSV atomically (temporary sibling, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pl.DataFrame(rows).write_csv(tmp)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -147,7 +131,7 @@ def main() -> None:
             n_items,
             theta,
             cfg,
-            valid=valid if valid.users.size else None,
+            IPSDCG(valid, theta, cfg.valid_k, cfg.valid_floor) if valid.users.size else None,
             n_levels=len(meta["levels"]),
             logger=logger,
             progress=True,

@@ -1,8 +1,11 @@
-"""The serving bundle: everything the service loads, written by the `index` stage.
+"""The serving bundle: everything the service loads. :func:`write_bundle` writes it (the `index`
+stage, the serving benchmark), :func:`load_bundle` reads it (the service, the batch stage).
 
 Files in the bundle directory: ``index.faiss`` (item vectors), ``embeddings.npz`` (GNOLR
 sub-embeddings, γ, thresholds), ``users.parquet`` / ``items.parquet`` (id maps), ``seen.npz``
-(training items per user), ``popular.npy`` (fallback order) and ``manifest.json``.
+(training items per user), ``popular.npy`` (fallback order), ``plove/`` (the calibrated P[Love],
+when there is one) and ``manifest.json`` (``model_version``, ``levels``, ``reactions``, the index
+kind and its search knobs, whether P[Love] is served, where the model came from).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import faiss
 import numpy as np
 import polars as pl
 
-from models.gnolr import GNOLREmbeddings
-from models.plove import PLoveScorer
-from serving.retrieval import Retriever, SeenItems
+from features.contract import Col
+from features.seen import SeenItems
+from models.gnolr.network import GNOLREmbeddings
+from models.plove.network import PLoveScorer
+from serving.retrieval import Retriever
 
 REQUIRED = (
     "index.faiss",
@@ -51,6 +56,39 @@ class Bundle:
         return self.manifest["levels"]
 
 
+def write_bundle(
+    directory: str | Path,
+    embeddings: GNOLREmbeddings,
+    index: faiss.Index,
+    users: pl.DataFrame,
+    items: pl.DataFrame,
+    seen: SeenItems,
+    popular: np.ndarray,
+    manifest: dict,
+    plove: PLoveScorer | None = None,
+) -> None:
+    """Write a bundle into the (new, empty) ``directory``; the caller makes it appear atomically.
+
+    ``users`` / ``items`` are the id maps (``user_id, user_idx`` / ``item_id, item_idx``);
+    ``popular`` the fallback order of item indices; ``manifest`` must name ``model_version`` and
+    ``levels``. The manifest records whether P[Love] is served.
+    """
+    missing = [key for key in ("model_version", "levels") if key not in manifest]
+    if missing:
+        raise ValueError(f"a bundle manifest needs {missing}")
+    directory = Path(directory)
+    faiss.write_index(index, str(directory / "index.faiss"))
+    embeddings.save(directory / "embeddings.npz")
+    users.select(Col.USER, Col.USER_IDX).write_parquet(directory / "users.parquet")
+    items.select(Col.ITEM, Col.ITEM_IDX).write_parquet(directory / "items.parquet")
+    seen.save(directory / "seen.npz")
+    np.save(directory / "popular.npy", np.asarray(popular, dtype=np.int64))
+    if plove is not None:
+        plove.save(directory / "plove")
+    text = json.dumps({**manifest, "plove": plove is not None}, indent=2, sort_keys=True)
+    (directory / "manifest.json").write_text(text + "\n")
+
+
 def load_bundle(directory: str | Path) -> Bundle:
     """Load a serving bundle; a missing file raises :class:`FileNotFoundError` naming it."""
     directory = Path(directory)
@@ -66,13 +104,13 @@ def load_bundle(directory: str | Path) -> Bundle:
         index.hnsw.efSearch = manifest["ef_search"]
     if "nprobe" in manifest and hasattr(index, "nprobe"):
         index.nprobe = manifest["nprobe"]
-    users = pl.read_parquet(directory / "users.parquet").sort("user_idx")
-    items = pl.read_parquet(directory / "items.parquet").sort("item_idx")
-    item_ids = np.asarray(items["item_id"].to_list(), dtype=object)
+    users = pl.read_parquet(directory / "users.parquet").sort(Col.USER_IDX)
+    items = pl.read_parquet(directory / "items.parquet").sort(Col.ITEM_IDX)
+    item_ids = np.asarray(items[Col.ITEM].to_list(), dtype=object)
     return Bundle(
         embeddings=embeddings,
         retriever=Retriever(embeddings.item_vectors(), index),
-        user_index=dict(zip(users["user_id"].to_list(), users["user_idx"].to_list(), strict=True)),
+        user_index=dict(zip(users[Col.USER].to_list(), users[Col.USER_IDX].to_list(), strict=True)),
         item_ids=item_ids,
         item_index={item: i for i, item in enumerate(item_ids)},
         seen=SeenItems.load(directory / "seen.npz"),

@@ -1,9 +1,11 @@
-"""The logic behind every endpoint, as plain functions of a :class:`~serving.bundle.Bundle`.
+"""The one recommend path: the logic behind every endpoint, the batch stage and offline evaluation.
 
-Testable without HTTP; the BentoML service only validates, calls these and maps errors. Every
-candidate list comes from :meth:`serving.retrieval.Retriever.search` — the one retrieval path, with
-the seen / deny filters as ``exclude`` and the allow-list as ``allow`` — so what is served is what
-offline evaluation measured.
+Plain functions of a :class:`~serving.bundle.Bundle` (testable without HTTP; the BentoML service
+only validates, calls these and maps errors), plus :func:`ranker` / :func:`level_ranker`, the same
+retrieval for any scorer's vectors, which the evaluation stage and training validation rank with.
+Every candidate list comes from :meth:`serving.retrieval.Retriever.search` — the one retrieval path,
+with the seen / deny filters as ``exclude`` and the allow-list as ``allow`` — so what is served is
+what offline evaluation measured.
 
 Who the query is:
 
@@ -32,9 +34,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from evaluation.protocol import LevelRanker, RecommendFn
 from features.contract import IMPRESSION
-from models.gnolr import GNOLREmbeddings
-from models.ranking_blend import BlendWeights, blended_recommend
+from features.seen import SeenItems
+from models.baselines import Scorer
+from models.blend import BlendWeights, blended_recommend
+from models.gnolr.network import GNOLREmbeddings
 from serving.bundle import Bundle
 from serving.exploration import sample_slate
 from serving.retrieval import NO_ITEM, Retriever
@@ -126,6 +131,47 @@ def ranked_by_relevance(
     return ids, logits
 
 
+def ranker(
+    retriever: Retriever, user_vectors: np.ndarray, seen: SeenItems, batch: int = 1024
+) -> RecommendFn:
+    """``(users, k) -> top-k item indices``, best first, over ``retriever`` for the query vectors
+    ``user_vectors[users]``, each user's ``seen`` items excluded; searched ``batch`` users at a
+    time."""
+
+    def recommend_users(users: np.ndarray, k: int) -> np.ndarray:
+        out = []
+        for start in range(0, users.size, batch):
+            chunk = users[start : start + batch]
+            ids, _ = retriever.search(user_vectors[chunk], k, exclude=[seen[u] for u in chunk])
+            out.append(ids)
+        return np.concatenate(out) if out else np.zeros((0, k), np.int64)
+
+    return recommend_users
+
+
+def level_ranker(scorer: Scorer, seen: SeenItems) -> LevelRanker:
+    """Level c → the :func:`ranker` of the scorer's level-c (query, item) vectors: exact search
+    (the serving index is exact up to ``index.auto_exact_max_items``)."""
+
+    def at_level(level: int) -> RecommendFn:
+        user_vectors, item_vectors = scorer.level_vectors(level)
+        return ranker(Retriever(item_vectors), user_vectors, seen)
+
+    return at_level
+
+
+def popular_items(
+    bundle: Bundle, k: int, allow: np.ndarray | None = None, deny: np.ndarray | None = None
+) -> np.ndarray:
+    """The fallback of an unknown user: the ``k`` most popular items the filters leave."""
+    ids = np.asarray(bundle.popular, dtype=np.int64)
+    if allow is not None:
+        ids = ids[np.isin(ids, allow)]
+    if deny is not None and deny.size:
+        ids = ids[~np.isin(ids, deny)]
+    return ids[:k]
+
+
 def recommend(
     bundle: Bundle,
     user_id: str | None,
@@ -204,12 +250,7 @@ def recommend(
         scores, probs = logits[:, -1], 1.0 / (1.0 + np.exp(-logits))
     else:
         fallback = "popular"
-        ids = np.asarray(bundle.popular, dtype=np.int64)
-        if allow is not None:
-            ids = ids[np.isin(ids, allow)]
-        if deny.size:
-            ids = ids[~np.isin(ids, deny)]
-        ids = ids[:n_pool]
+        ids = popular_items(bundle, n_pool, allow, deny)
         scores = -np.arange(ids.size, dtype=np.float64)
 
     if exploration > 0 and ids.size:

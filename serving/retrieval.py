@@ -14,23 +14,16 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
+from evaluation.metrics import top_k
+
 NO_ITEM = -1
 
 
 def _top_k_exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of a score matrix, ties broken by the lower index. −inf marks removed items."""
-    k = min(k, scores.shape[1])
-    part = (
-        np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        if k < scores.shape[1]
-        else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    )
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    ids = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(part_scores, order, axis=1)
-    ids = np.where(np.isfinite(vals), ids, NO_ITEM)
-    return ids, vals
+    ids = top_k(scores, k)
+    vals = np.take_along_axis(scores, ids, axis=1)
+    return np.where(np.isfinite(vals), ids, NO_ITEM), vals
 
 
 class Retriever:
@@ -132,40 +125,3 @@ class Retriever:
             out_ids[:n] = cand[top[0, :n]]
             out_scores[:n] = vals[0, :n]
         return out_ids, out_scores
-
-
-class SeenItems:
-    """Per-user sets of item indices in CSR form (``indptr`` (n_users+1,), ``indices``)."""
-
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray) -> None:
-        self.indptr = np.asarray(indptr, dtype=np.int64)
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    @classmethod
-    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> SeenItems:
-        pairs = np.unique(
-            np.stack([users.astype(np.int64), items.astype(np.int64)], axis=1), axis=0
-        )
-        counts = (
-            np.bincount(pairs[:, 0], minlength=n_users)
-            if len(pairs)
-            else np.zeros(n_users, np.int64)
-        )
-        return cls(
-            np.r_[0, np.cumsum(counts)], pairs[:, 1] if len(pairs) else np.zeros(0, np.int64)
-        )
-
-    @property
-    def n_users(self) -> int:
-        return len(self.indptr) - 1
-
-    def __getitem__(self, user: int) -> np.ndarray:
-        return self.indices[self.indptr[user] : self.indptr[user + 1]]
-
-    def save(self, path) -> None:
-        np.savez(path, indptr=self.indptr, indices=self.indices)
-
-    @classmethod
-    def load(cls, path) -> SeenItems:
-        with np.load(path) as z:
-            return cls(z["indptr"], z["indices"])

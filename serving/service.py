@@ -42,9 +42,9 @@ from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavail
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from features.contract import MAX_TS, MIN_TS, EventNames
-from models.ranking_blend import BlendWeights
+from features.feedback_log import FeedbackLog
+from models.blend import BlendWeights
 from serving.bundle import Bundle
-from serving.feedback_log import FeedbackLog
 from serving.recommend import impression_records, recommend, score_pairs, similar_items
 from serving.resolve import DEFAULT_BUNDLE, LiveBundle, ReloadError
 

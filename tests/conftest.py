@@ -44,7 +44,7 @@ TINY_PARAMS = {
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_PARAMS = ROOT / "params.yaml"
-CODE = ("features", "models", "pipelines", "serving", "benchmarks")
+CODE = ("features", "models", "evaluation", "serving", "reporting", "pipelines")
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 
 from pipelines import batch_recommend as stage
+from serving.batch import SCHEMA, batch_recommend
 from serving.bundle import load_bundle
 from serving.recommend import recommend
 
@@ -18,7 +19,7 @@ def bundle(pipeline_dir):
 
 @pytest.fixture(scope="module")
 def table(bundle):
-    return stage.batch_recommend(bundle, k=K, batch_size=37)  # several uneven batches
+    return batch_recommend(bundle, k=K, batch_size=37)  # several uneven batches
 
 
 def _ids_by_index(bundle) -> list[str]:
@@ -66,14 +67,14 @@ def test_seen_items_are_excluded_and_the_order_is_the_exact_top_k_of_the_logit(b
 def test_without_exclusion_it_matches_the_service_too_and_keeps_seen_items(bundle):
     user = _ids_by_index(bundle)[int(np.argmax(np.diff(bundle.seen.indptr)))]
     n = len(bundle.item_ids)
-    full = stage.batch_recommend(bundle, [user], k=n, exclude_seen=False)
+    full = batch_recommend(bundle, [user], k=n, exclude_seen=False)
     served = recommend(bundle, user, n, exclude_seen=False)
     assert full["item_id"].to_list() == [r.item_id for r in served.items]
     assert len(full) == n  # the whole catalogue, seen items included
 
 
 def test_unknown_users_get_the_services_popularity_fallback(bundle):
-    out = stage.batch_recommend(bundle, ["nobody", _ids_by_index(bundle)[3]], k=5)
+    out = batch_recommend(bundle, ["nobody", _ids_by_index(bundle)[3]], k=5)
     fallback = out.filter(pl.col("user_id") == "nobody").sort("rank")
     assert fallback["item_id"].to_list() == list(bundle.item_ids[bundle.popular[:5]])
     assert fallback["score"].to_list() == [0.0, -1.0, -2.0, -3.0, -4.0]
@@ -95,5 +96,5 @@ def test_command_line_writes_the_parquet_file(bundle, pipeline_dir, tmp_path, mo
         ]
     )
     out = pl.read_parquet(tmp_path / "batch" / stage.FILE)
-    assert out.schema == pl.Schema(stage.SCHEMA)
+    assert out.schema == pl.Schema(SCHEMA)
     assert out.height == 12 and out["user_id"].unique().sort().to_list() == sorted(users)

@@ -3,16 +3,14 @@
 import numpy as np
 import pytest
 
-from models.calibration import (
+from evaluation.calibration import expected_calibration_error, normalized_entropy, reliability_curve
+from models.plove.calibration import (
     IsotonicCalibrator,
     TemperatureScaling,
     calibrator_from_dict,
     choose_calibrator,
-    expected_calibration_error,
     log_loss,
-    normalized_entropy,
     pool_adjacent_violators,
-    reliability_curve,
     sigmoid,
 )
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from experiments import closed_loop as loop
+from features.feedback_log import read_records
 from features.sources.synthetic import World, draw_funnel
-from serving import closed_loop as loop
-from serving.feedback_log import read_records
 from tests.asgi import service_app
 
 S1, S3 = 0.5, 0.75  # σ(0), σ(ln 3)

@@ -5,7 +5,8 @@ import polars as pl
 import torch
 
 from features import side_features
-from models.gnolr import GNOLR, GNOLRConfig
+from models.gnolr.config import GNOLRConfig
+from models.gnolr.network import GNOLR
 
 
 def test_encode_strings_numbers_and_lists_with_missing_entities():

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from serving.feedback_log import FeedbackLog, ReadStats, read_records
+from features.feedback_log import FeedbackLog, ReadStats, read_records
 
 
 def test_appended_records_read_back_in_order(tmp_path):

@@ -7,14 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.gnolr import (
-    GNOLR,
-    GNOLRConfig,
-    GNOLREmbeddings,
-    resolve_gamma,
-    thresholds_from_base_rates,
-)
-from models.losses.gnolr import gnolr_loss, subtask_nll
+from models.gnolr.config import GNOLRConfig, resolve_gamma, thresholds_from_base_rates
+from models.gnolr.loss import gnolr_loss, subtask_nll
+from models.gnolr.network import GNOLR, GNOLREmbeddings
 
 
 def sig(x: float) -> float:

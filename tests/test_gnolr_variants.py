@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.metrics import gauc
 from models.baselines import BPRConfig, PerLevelScorer, PopularityScorer, fit_bpr
-from models.gnolr import GNOLR, GNOLRConfig, GNOLREmbeddings, level_scores, resolve_gamma
-from models.losses.gnolr import gnolr_loss, listwise_loss
-from models.metrics import gauc
+from models.data import Interactions
+from models.gnolr.config import GNOLRConfig, resolve_gamma
+from models.gnolr.loss import gnolr_loss, listwise_loss
+from models.gnolr.network import GNOLR, GNOLREmbeddings, level_scores
 
 
 def sig(x: float) -> float:
@@ -143,8 +145,8 @@ def test_bce_heads_need_no_ordering_so_gamma_is_not_checked():
 
 
 def test_ips_level_loss_naive_log_equals_multitask_bce_and_clipping_reweights():
-    from models.losses.gnolr import ips_level_loss
-    from models.losses.relmf import RelMFLoss
+    from models.gnolr.loss import ips_level_loss
+    from models.relmf.loss import RelMFLoss
 
     logits = torch.tensor([[0.5, -1.0], [1.0, 0.0], [-0.3, -2.0]], dtype=torch.float64)
     level = torch.tensor([1, 2, 0])
@@ -163,7 +165,8 @@ def test_ips_level_loss_naive_log_equals_multitask_bce_and_clipping_reweights():
 
 
 def test_ips_training_needs_propensities():
-    from models.train import Interactions, fit_gnolr
+    from models.data import Interactions
+    from models.gnolr.fit import fit_gnolr
 
     rows = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([0, 1]))
     with pytest.raises(ValueError, match="propensity"):
@@ -171,16 +174,16 @@ def test_ips_training_needs_propensities():
 
 
 def test_per_level_baseline_trains_one_single_level_bce_model_per_level(monkeypatch):
-    import models.train as mt
+    import models.gnolr.fit as mt
 
     seen = []
 
-    def fake_fit(train, valid, n_users, n_items, rates, names, cfg, **kwargs):
+    def fake_fit(train, valid, n_users, n_items, rates, names, cfg, validation, **kwargs):
         seen.append((train.levels.tolist(), rates, names, cfg.loss))
         return names
 
     monkeypatch.setattr(mt, "fit_gnolr", fake_fit)
-    rows = mt.Interactions(np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([0, 2, 1]))
+    rows = Interactions(np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([0, 2, 1]))
     fits = mt.fit_per_level(rows, rows, 3, 3, [0.5, 0.2], ["click", "cart"], GNOLRConfig())
     assert fits == [["click"], ["cart"]]
     assert seen == [([0, 1, 1], [0.5], ["click"], "bce"), ([0, 1, 0], [0.2], ["cart"], "bce")]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from models.metrics import auc, graded_ndcg, hit_matrix, recall_ndcg_mrr
+from evaluation.metrics import auc, graded_ndcg, hit_matrix, recall_ndcg_mrr
 
 
 def test_auc_counts_ordered_pairs_and_half_ties():

@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from models.ope import (
+from evaluation.estimators import (
     DoublyRobust,
     InverseProbabilityWeighting,
-    IPSRankingMetrics,
     NaiveAverage,
     SelfNormalizedInverseProbabilityWeighting,
     policy_arrays,
 )
+from evaluation.ips import IPSRankingMetrics
 
 # Four logged rounds: w = π_e/π_0 = [0.5, 2, 2, 0.25].
 REWARD = np.array([1.0, 0.0, 1.0, 0.0])

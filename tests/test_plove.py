@@ -16,8 +16,10 @@ from features.love_labels import (
     split_by_time,
 )
 from features.split import SplitConfig
-from models.plove import LoveRows, PLoveConfig, PLoveScorer, bucket_codes, fit_plove
-from models.ranking_blend import BlendWeights, blended_recommend, rerank
+from models.blend import BlendWeights, blended_recommend, rerank
+from models.plove.config import PLoveConfig
+from models.plove.fit import LoveRows, bucket_codes, fit_plove
+from models.plove.network import PLoveScorer
 from serving.retrieval import Retriever
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -188,7 +190,7 @@ def test_fit_plove_learns_and_the_scorer_round_trips(tmp_path):
     cfg = PLoveConfig(dim=4, max_epochs=3, batch_size=2048, lr=0.05, l2=0.0, max_position=5)
     codes = np.ones(n_users, np.int64), np.ones(n_items, np.int64)
     fit = fit_plove(part[0], part[1], n_users, n_items, *codes, cfg, accelerator="cpu")
-    from models.metrics import auc
+    from evaluation.metrics import auc
 
     p = fit.scorer.predict(part[1].users, part[1].items, part[1].positions)
     assert auc(p, part[1].loves) > 0.65

@@ -8,11 +8,9 @@ checks that the bootstrap interval covers a target policy's true value.
 import numpy as np
 import pytest
 
-from models.ope import (
-    SelfNormalizedInverseProbabilityWeighting,
-    bootstrap_counts,
-    topk_slate_terms,
-)
+from evaluation.bootstrap import bootstrap_counts
+from evaluation.estimators import SelfNormalizedInverseProbabilityWeighting
+from evaluation.slate import topk_slate_terms
 
 # Two users, target slates of K = 2; examination e = [1, 0.5, 0.25].
 SLATES = np.array([[3, 1], [0, 2]])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from models.promotion import Bound, FamilyGate, bound_check, champion_check, decide
+from evaluation.promotion import Bound, FamilyGate, bound_check, champion_check, decide
 
 
 def test_champion_comparison_with_tolerance():
@@ -128,7 +128,7 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
     served = sorted(p.name for p in (promote_dir / "data/serving").iterdir())
     assert sorted(p.name for p in (local / "artifacts/bundle").iterdir()) == served
     model = mlflow.pyfunc.load_model("models:/ladder-gnolr@champion")
-    from models.gnolr import GNOLREmbeddings
+    from models.gnolr.network import GNOLREmbeddings
 
     expected = GNOLREmbeddings.load(promote_dir / "data/serving/embeddings.npz").probabilities(
         np.array([1, 2]), np.array([3, 4])

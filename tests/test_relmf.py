@@ -7,17 +7,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models.losses.relmf import RelMFLoss, ideal_loss, local_losses
-from models.mf import (
-    MFEmbeddings,
-    Pairs,
-    RelMFConfig,
-    check_propensity,
-    csr_from_pairs,
-    fit_relmf,
-    propensity_histogram,
-    propensity_report,
-)
+from evaluation.validation import IPSDCG
+from features.propensity import propensity_histogram, propensity_report
+from models.data import Pairs
+from models.relmf.config import RelMFConfig
+from models.relmf.fit import check_propensity, csr_from_pairs, fit_relmf
+from models.relmf.loss import RelMFLoss, ideal_loss, local_losses
+from models.relmf.network import MFEmbeddings
 from serving.retrieval import Retriever
 
 # Three pairs, predictions given as probabilities R̂; the third is a positive with θ = 0.05 < M.
@@ -201,9 +197,8 @@ def test_fit_with_validation_keeps_the_best_epoch_and_round_trips(tmp_path):
         loss={"estimator": "clipped", "clip": 0.2}, dim=4, max_epochs=6, patience=2, valid_k=3
     )
     theta = np.random.default_rng(0).uniform(0.05, 1.0, (40, 30))
-    result = fit_relmf(
-        Pairs(users[~hold], items[~hold]), 40, 30, theta, cfg, valid=Pairs(users[hold], items[hold])
-    )
+    validation = IPSDCG(Pairs(users[hold], items[hold]), theta, cfg.valid_k, cfg.valid_floor)
+    result = fit_relmf(Pairs(users[~hold], items[~hold]), 40, 30, theta, cfg, validation)
     assert 0 <= result.info["best_epoch"] < result.info["epochs_run"] <= 6
     assert 0 <= result.info["best_valid_ips_dcg_at_3"] <= 1
     result.embeddings.save(tmp_path / "mf.npz")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from models.report import ReportConfig, ReportError, build_report
-from models.report.index_kinds import index_points
+from reporting import ReportConfig, ReportError, build_report
+from reporting.index_kinds import index_points
 
 RELIABILITY = "bin,count,predicted,observed,lower,upper\n" + "\n".join(
     [
@@ -193,10 +193,7 @@ def test_report_of_the_newest_pipeline_run(store):
     assert "workspace file <code>data/metrics/plove/love_weight_sweep_c100.csv</code>" in love
 
     m_sweep = _section(html, "m_sweep")
-    assert (
-        "Not tracked yet: run <code>python benchmarks/unbiased_experiments.py synthetic</code>"
-        in m_sweep
-    )
+    assert "Not tracked yet: run <code>python -m experiments.unbiased synthetic</code>" in m_sweep
     assert "<img" not in m_sweep
     for key in ("ndcg", "calibration", "index", "love_weight"):
         images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', _section(html, key))
@@ -347,7 +344,7 @@ def test_command_writes_the_report(store, tmp_path, monkeypatch, capsys):
 
 def test_command_prefers_this_workspaces_pipeline_run(tmp_path, monkeypatch):
     from pipelines import report as command
-    from pipelines.common import pipeline_run_id
+    from pipelines.tracking import pipeline_run_id
 
     root = tmp_path / "workspace"
     root.mkdir()

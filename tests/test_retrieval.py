@@ -4,8 +4,9 @@ import faiss
 import numpy as np
 import pytest
 
+from features.seen import SeenItems
 from serving.index import IndexConfig, build_index, recall_and_qps
-from serving.retrieval import Retriever, SeenItems
+from serving.retrieval import Retriever
 
 
 @pytest.fixture(scope="module")

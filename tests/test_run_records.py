@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.common import file_digest, metric_name, pipeline_run_id, split_metrics
+from pipelines.outputs import file_digest
+from pipelines.tracking import metric_name, pipeline_run_id, split_metrics
 
-SCHEME = re.compile(r"^(train|valid|test)/[A-Za-z0-9_.]+(/[A-Za-z0-9_.-]+)?$")
+SCHEME = re.compile(r"^(train|valid|test|data)/[A-Za-z0-9_.]+(/[A-Za-z0-9_.-]+)?$")
 TAGS = (
     "stage",
     "model",
@@ -48,6 +49,8 @@ def test_metric_names_follow_the_scheme():
 
 def test_every_stage_run_carries_the_shared_tags_and_scheme_metrics(runs):
     assert set(runs) == {
+        ("ingest", "data"),
+        ("features", "data"),
         ("train_gnolr", "gnolr"),
         ("train_relmf", "relmf"),
         ("train_plove", "plove"),
@@ -123,9 +126,9 @@ def test_training_runs_log_lightning_epochs_under_the_scheme(runs):
 
 def test_logged_models_score_pairs_like_the_saved_arrays(pipeline_dir):
     """Each family's pyfunc, loaded back from MLflow, reproduces its arrays on a few pairs."""
-    from models.gnolr import GNOLREmbeddings
-    from models.mf import MFEmbeddings
-    from models.plove import PLoveScorer
+    from models.gnolr.network import GNOLREmbeddings
+    from models.plove.network import PLoveScorer
+    from models.relmf.network import MFEmbeddings
 
     mlflow.set_tracking_uri(f"sqlite:///{pipeline_dir / 'mlflow.db'}")
     pairs = pd.DataFrame({"user_idx": [0, 5, 17], "item_idx": [3, 0, 42]})

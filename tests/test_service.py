@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 from starlette.testclient import TestClient
 
+from features.feedback_log import read_records
 from serving.bundle import load_bundle
-from serving.feedback_log import read_records
 from tests.asgi import service_app
 
 
@@ -435,9 +435,9 @@ def test_posted_feedback_is_in_the_log(client, feedback_dir):
 
 
 def test_served_and_posted_events_come_back_through_ingest(client, bundle, feedback_dir, tmp_path):
+    from features.feedback_log import FeedbackLog
     from features.sources.feedback import load_feedback
     from pipelines import ingest
-    from serving.feedback_log import FeedbackLog
     from tests.conftest import write_params
 
     user_id, _ = a_user_with_history(bundle)

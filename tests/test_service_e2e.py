@@ -21,8 +21,8 @@ import httpx
 import psutil
 import pytest
 
+from features.feedback_log import ReadStats, read_records
 from serving.bundle import load_bundle
-from serving.feedback_log import ReadStats, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180

@@ -1,4 +1,4 @@
-"""The service's feedback log (serving/feedback_log.py) as events in the data contract.
+"""The service's feedback log (features/feedback_log.py) as events in the data contract.
 
 Each JSON record becomes one row: ``user_id, item_id, event, ts, session_id, position, propensity``.
 ``session_id`` is the record's ``slate_id`` — a slate is the unit that links an impression to the
@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from features.contract import Col
-from serving.feedback_log import ReadStats, read_records
+from features.feedback_log import ReadStats, read_records
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%z"  # datetime.isoformat() with an offset (or Z), as written
 

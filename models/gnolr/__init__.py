@@ -1,0 +1,1 @@
+"""GNOLR (methods.md §1): config · network · loss · Lightning module · fit."""

@@ -1,5 +1,8 @@
 # The two commands a new user needs: `make run` (set up + dvc repro) and `make test`.
 VENV ?= .venv
+PYTHON ?= python3
+PORT ?= 3000
+UI_PORT ?= 5000
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -7,10 +10,10 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench bench-serving loop report lint
+.PHONY: install run test serve ui bench bench-serving loop report lint docs-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -22,11 +25,11 @@ run: install  ## run the whole pipeline on the configured source (default: synth
 test: install  ## run the test suite
 	$(PY) -m pytest -q
 
-serve: install  ## serve the last `dvc repro` on http://localhost:3000
-	bentoml serve serving.service:Recommender --port 3000
+serve: install  ## serve the last `dvc repro` on http://localhost:$(PORT)
+	bentoml serve serving.service:Recommender --port $(PORT)
 
-ui: install  ## open the MLflow UI on http://localhost:5000
-	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+ui: install  ## open the MLflow UI on http://localhost:$(UI_PORT)
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(UI_PORT)
 
 bench: install  ## ingest + features benchmark on 10 million synthetic events
 	$(PY) benchmarks/ingest_features.py
@@ -43,3 +46,6 @@ report: install  ## HTML comparison report of the last pipeline run (reports/rep
 
 lint: install
 	ruff check . && ruff format --check .
+
+docs-check: install  ## run every command of README.md in order on a fresh clone (≈ make run + make test)
+	$(PY) tests/docs_check.py

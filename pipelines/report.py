@@ -25,14 +25,21 @@ from pipelines.params import load_params
 from pipelines.tracking import pipeline_run_id, repo_root, start_run, tracking_uri
 from reporting import Report, ReportConfig, ReportError, build_report
 
+# Sections whose plotted numbers are DVC plots of this stage (dvc.yaml: reports/plots/<key>.csv);
+# the other sections plot files that are DVC plots of other stages already.
+PLOT_SECTIONS = ("ndcg", "index")
+
 
 def write_plot_csvs(report: Report, directory: Path) -> list[Path]:
-    """The plotted numbers of sections not already a DVC plot elsewhere, as ``<section>.csv``."""
+    """The plotted numbers of :data:`PLOT_SECTIONS` as ``<section>.csv`` (only a header when
+    nothing is tracked: DVC wants the file)."""
     written = []
     for section in report.sections:
+        if section.key not in PLOT_SECTIONS:
+            continue
         path = directory / f"{section.key}.csv"
         with atomic_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
-            if not section.rows:  # nothing tracked now: an empty table (DVC wants the file)
+            if not section.rows:
                 fh.write("series\n")
             else:
                 columns = list(dict.fromkeys(k for row in section.rows for k in row))

@@ -4,9 +4,12 @@ re-runs only the stages that depend on it."""
 import json
 import sys
 
+import polars as pl
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
+from tests.asgi import service_app
 from tests.conftest import TINY_PARAMS, dvc_repo, run, stages_run, write_params
 
 
@@ -41,6 +44,16 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
     }
     assert (repo / "data/serving/index.faiss").exists()
     assert "make ui" in first and "promote: ladder-gnolr v1 → @champion" in first
+    # the bundle serves, with P[Love] since the simulated shop has love reactions
+    user = pl.read_parquet(repo / "data/serving/users.parquet")["user_id"][0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LADDER_BUNDLE", str(repo / "data/serving"))
+        mp.setenv("LADDER_FEEDBACK_LOG", str(repo / "feedback"))
+        with TestClient(service_app()) as client:
+            served = client.post("/recommend", json={"user_id": user, "k": 5})
+    assert served.status_code == 200, served.text
+    assert len(served.json()["items"]) == 5
+    assert all(0 < item["p_love"] < 1 for item in served.json()["items"])
 
     assert stages_run(run([*dvc, "repro"], repo, env)) == []
 

@@ -581,7 +581,8 @@ def evaluate_policies(
             "interval": "95 % percentile bootstrap over users (Switch-SN-DR: λ re-chosen per "
             "replicate)",
             "switch_dr_rule": "SLOPE++ over λ ∈ {∞, 1024, …, 0.25, 0} on w = 1 / (K π_0)",
-            "switch_dr_lambda": {name: float(terms[name].switch_fit()[1]) for name in names},
+            # labels, so that λ = ∞ (SN-DR) is not written as JSON null
+            "switch_dr_lambda": {name: f"{terms[name].switch_fit()[1]:g}" for name in names},
         },
     )
     return rows, summary

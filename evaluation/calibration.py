@@ -1,4 +1,5 @@
-"""Metrics of probabilities: log loss, normalised entropy, reliability curve and ECE, per group."""
+"""Metrics of probabilities: log loss, normalised entropy, reliability curve and ECE, per group, and
+calibration on the pairs the logger rarely shows."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluation.binomial import clopper_pearson
 from evaluation.metrics import auc
 from models.plove.calibration import log_loss
 
@@ -13,6 +15,7 @@ __all__ = [
     "binary_metrics",
     "expected_calibration_error",
     "log_loss",
+    "low_propensity_calibration",
     "metrics_by_group",
     "normalized_entropy",
     "reliability_curve",
@@ -127,4 +130,53 @@ def metrics_by_group(
         mask = groups == g
         key = names[int(g)] if names is not None else str(g)
         out[key] = binary_metrics(p[mask], y[mask], n_bins, base_rate)
+    return out
+
+
+def low_propensity_calibration(
+    p: np.ndarray,
+    y: np.ndarray,
+    propensity: np.ndarray,
+    share: float = 0.1,
+    n_bins: int = 10,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """Calibration where the logger rarely shows: :func:`binary_metrics` of the rows whose logged
+    propensity is at or below its ``share`` quantile (the lowest decile by default), with
+
+    * ``propensity_threshold`` (that quantile) and ``ece_to_overall`` (ECE there / ECE of all rows);
+    * ``observed_lo``, ``observed_hi``: the exact Clopper–Pearson (1 − α) interval of the observed
+      rate there (with no event, its upper end is the zero-event bound ≈ 3.7 / n);
+    * ``ratio``, ``ratio_lo``, ``ratio_hi``: observed / mean predicted and its interval — how far
+      the model's predictions there must be scaled to be right (1 = calibrated).
+
+    ``p``, ``y``, ``propensity`` of shape (n,); rows without a propensity (nan) are left out.
+    """
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    prop = np.asarray(propensity, dtype=np.float64)
+    if not (p.shape == y.shape == prop.shape):
+        raise ValueError(
+            f"p, y and propensity must be aligned, got {p.shape}, {y.shape}, {prop.shape}"
+        )
+    if not 0 < share < 1:
+        raise ValueError(f"share must lie in (0, 1), got {share}")
+    known = np.isfinite(prop)
+    if not known.any():
+        raise ValueError("no row has a logged propensity")
+    threshold = float(np.quantile(prop[known], share))
+    low = known & (prop <= threshold)
+    out = binary_metrics(p[low], y[low], n_bins)
+    overall = expected_calibration_error(p[known], y[known], n_bins)
+    lo, hi = clopper_pearson(float(y[low].sum()), float(low.sum()), alpha)
+    mean_p = out["mean_predicted"]
+    out |= {
+        "share": float(share),
+        "propensity_threshold": threshold,
+        "ece_to_overall": out["ece"] / overall if overall > 0 else float("nan"),
+        "observed_lo": lo,
+        "observed_hi": hi,
+        "ratio": out["observed_rate"] / mean_p if mean_p > 0 else float("nan"),
+        "ratio_lo": lo / mean_p if mean_p > 0 else float("nan"),
+        "ratio_hi": hi / mean_p if mean_p > 0 else float("nan"),
+    }
     return out

@@ -56,6 +56,14 @@ def check_unit(name: str, arr: np.ndarray, open_zero: bool) -> None:
         )
 
 
+def check_threshold(name: str, value, allow_zero: bool = False) -> None:
+    """Fail loudly unless ``value`` is a number in (0, ∞] (or [0, ∞] with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name} must be a number or inf, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'≥ 0' if allow_zero else 'positive'}, got {value}")
+
+
 @dataclass(frozen=True)
 class BaseOffPolicyEstimator:
     """An estimator ``V̂ = Σ_t num_t / Σ_t den_t`` of per-round terms (den = 1 for mean estimators).
@@ -114,11 +122,7 @@ class InverseProbabilityWeighting(BaseOffPolicyEstimator):
     estimator_name: str = "ipw"
 
     def __post_init__(self) -> None:
-        lam = self.lambda_
-        if isinstance(lam, bool) or not isinstance(lam, int | float) or math.isnan(lam):
-            raise ValueError(f"lambda_ must be a positive number or inf, got {lam!r}")
-        if lam <= 0:
-            raise ValueError(f"lambda_ must be positive, got {lam}")
+        check_threshold("lambda_", self.lambda_)
 
     def importance_weights(self, pscore: np.ndarray, evaluation_pscore: np.ndarray) -> np.ndarray:
         """min(π_e / π_0, λ) per round."""

@@ -17,9 +17,11 @@ examination and P*(·|u, i) its true probabilities at the top position:
 The evaluator compares predicted with realised rates across 13 policies: Pearson and Spearman
 correlation with 95 % bootstrap intervals (users resampled, policies paired). It also estimates each
 policy's love rate from the logged impressions of the same users alone (no simulator truth):
-self-normalised IPS and SN-DR (P[Love] as the direct term) over the logged slates with their logged
-propensities (:func:`evaluation.slate.topk_slate_terms`), each with a 95 % interval, whether it
-covers the realised rate, and Spearman(OPE, realised). The sweep re-ranks GNOLR's top ``candidates``
+self-normalised IPS, SN-DR (P[Love] as the direct term) and the self-tuned Switch-SN-DR (switch
+threshold chosen per policy by SLOPE++ from the log alone, estimate kept in [0, 1]) over the logged
+slates with their logged propensities (:func:`evaluation.slate.topk_slate_terms`), each with a 95 %
+interval (for Switch-SN-DR a bootstrap of the whole procedure), whether it covers the realised
+rate, and Spearman(OPE, realised). The sweep re-ranks GNOLR's top ``candidates``
 by w_rel·l_T + w_love·logit(P[Love]) for each w_love.
 """
 
@@ -36,8 +38,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluation.bootstrap import bootstrap_counts, mean_interval
+from evaluation.calibration import low_propensity_calibration
 from evaluation.metrics import pearson, spearman, top_k
-from evaluation.slate import TopKSlateTerms, topk_slate_terms
+from evaluation.slate import SLATE_ESTIMATORS, TopKSlateTerms, topk_slate_terms
 from features.contract import Col
 from features.seen import SeenItems
 from features.sources.synthetic import World, examination, parse_index
@@ -61,6 +64,14 @@ class PLoveEvaluatorConfig(BaseModel):
     ope_splits: list[Split] = Field(
         default_factory=lambda: ["test"],
         description="logged splits the off-policy estimates use (no simulator truth)",
+    )
+    rare_quantile: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="the logger rarely shows an item whose share of training impressions is below "
+        "this quantile of the validation impressions' logged propensities; P[Love]'s calibration "
+        "on that lowest-propensity share of validation widens the intervals of rarely shown slots",
     )
     seed: int = 0
 
@@ -106,6 +117,11 @@ class Setting:
     @property
     def n_items(self) -> int:
         return self.plove.n_items
+
+    def exposure_share(self) -> np.ndarray:
+        """The logger's share of training impressions per item, shape (n_items,): its per-slot
+        exposure averaged over users (0 for an item never shown)."""
+        return self.train_counts / max(self.train_counts.sum(), 1.0)
 
     def exclude(self) -> list[np.ndarray]:
         return [self.seen[u] for u in self.users]
@@ -231,8 +247,12 @@ def policies(s: Setting) -> dict[str, Callable[[], np.ndarray]]:
 # ---- per-user measurements --------------------------------------------------------------------
 
 
-def per_user(s: Setting, slates: np.ndarray) -> dict[str, np.ndarray]:
-    """Predicted and realised rates per user (U,), for slates (U, K)."""
+def per_user(
+    s: Setting, slates: np.ndarray, rare: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Predicted and realised rates per user (U,), for slates (U, K). With ``rare`` (n_items,), the
+    items the logger rarely shows, also ``rare_share`` (share of the slate's slots holding one) and
+    ``predicted_rare`` (their part of ``predicted_love``)."""
     if np.any(slates < 0):
         raise ValueError("a policy returned fewer than k items for some user")
     rows = np.arange(len(s.users))[:, None]
@@ -240,9 +260,13 @@ def per_user(s: Setting, slates: np.ndarray) -> dict[str, np.ndarray]:
     positions = np.broadcast_to(np.arange(slates.shape[1]), slates.shape)
     users = np.broadcast_to(s.users[:, None], slates.shape)
     predicted = s.plove.predict(users.ravel(), slates.ravel(), positions.ravel())
+    predicted = predicted.reshape(slates.shape)
     share = (s.user_positives[slates] + 1) / (s.n_train_users + 1)
+    in_rare = np.zeros(slates.shape, bool) if rare is None else rare[slates]
     return {
-        "predicted_love": predicted.reshape(slates.shape).mean(1),
+        "predicted_love": predicted.mean(1),
+        "predicted_rare": np.where(in_rare, predicted, 0.0).mean(1),
+        "rare_share": in_rare.mean(1),
         "realised_love": (exam * s.true["love"][rows, slates]).mean(1),
         "purchase": (exam * s.true["purchase"][rows, slates]).mean(1),
         "click": (exam * s.true["click"][rows, slates]).mean(1),
@@ -272,7 +296,7 @@ def bootstrap_correlations(
 
 # ---- off-policy estimates from the logged impressions --------------------------------------------
 
-OPE_ESTIMATORS = ("snips", "dr")
+OPE_ESTIMATORS = SLATE_ESTIMATORS  # SNIPS, SN-DR, self-tuned Switch-SN-DR
 
 
 @dataclass
@@ -307,7 +331,8 @@ def load_logged(features: Path, users: np.ndarray, splits: list[str]) -> LoggedR
 
 
 def off_policy_terms(s: Setting, slates: np.ndarray, log: LoggedRounds) -> TopKSlateTerms:
-    """SNIPS / SN-DR terms of one policy's slates; P[Love] at each slot is the DR model."""
+    """SNIPS / SN-DR / Switch-SN-DR terms of one policy's slates; P[Love] at each slot is the DR
+    model."""
     positions = np.broadcast_to(np.arange(slates.shape[1]), slates.shape)
     users = np.broadcast_to(s.users[:, None], slates.shape)
     q = s.plove.predict(users.ravel(), slates.ravel(), positions.ravel()).reshape(slates.shape)
@@ -380,13 +405,86 @@ def ope_summary(
     return out, per_policy
 
 
+# ---- where the logger rarely looked ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupportCalibration:
+    """P[Love]'s calibration on the validation impressions the logger rarely shows.
+
+    ``metrics``: :func:`evaluation.calibration.low_propensity_calibration` of the validation rows
+    whose logged propensity is at or below its ``rare_quantile`` quantile (``threshold``). An item
+    whose share of training impressions is below ``threshold`` counts as *rarely shown*; the part
+    of a policy's predicted love rate on such slots is only known up to the factor
+    [``ratio_lo``, ``ratio_hi``] (observed / predicted there, exact 95 % bounds).
+    """
+
+    threshold: float
+    metrics: dict[str, float]
+
+    @property
+    def ratio_bounds(self) -> tuple[float, float]:
+        """(min(ratio_lo, 1), max(ratio_hi, 1)): the factor range that widens an interval (never
+        narrows it)."""
+        return min(self.metrics["ratio_lo"], 1.0), max(self.metrics["ratio_hi"], 1.0)
+
+
+def load_support_calibration(
+    features: Path, plove: PLoveScorer, quantile: float
+) -> SupportCalibration:
+    """:class:`SupportCalibration` from the features stage's validation split (its logged
+    propensity, position and love label) and the calibrated ``plove``."""
+    cols = [Col.USER_IDX, Col.ITEM_IDX, Col.POSITION, "r_love", Col.PROPENSITY_LOGGED]
+    frame = pl.read_parquet(features / "valid.parquet", columns=cols).drop_nulls(
+        [Col.POSITION, Col.PROPENSITY_LOGGED]
+    )
+    if frame.height == 0:
+        raise ValueError("the validation split holds no impression with a logged propensity")
+    p = plove.predict(
+        frame[Col.USER_IDX].to_numpy(),
+        frame[Col.ITEM_IDX].to_numpy(),
+        frame[Col.POSITION].to_numpy().astype(np.int64),
+    )
+    metrics = low_propensity_calibration(
+        p, frame["r_love"].to_numpy(), frame[Col.PROPENSITY_LOGGED].to_numpy(), share=quantile
+    )
+    return SupportCalibration(metrics["propensity_threshold"], metrics)
+
+
+def widened_interval(
+    predicted: np.ndarray,
+    predicted_rare: np.ndarray,
+    ratio_bounds: tuple[float, float],
+    counts: np.ndarray,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """The (1 − α) interval of a policy's predicted love rate, widened where it rests on slots the
+    logger rarely showed: per replicate b (users drawn ``counts[b]`` times, shape (B, U)) the mean
+    rate is C_b + R_b with R_b the rarely-shown part; the interval runs from the α/2 quantile of
+    C_b + r_lo·R_b to the 1 − α/2 quantile of C_b + r_hi·R_b, (r_lo, r_hi) = ``ratio_bounds``.
+    ``predicted``, ``predicted_rare`` per user, shape (U,)."""
+    n = counts.sum(axis=1)
+    covered = counts @ (predicted - predicted_rare) / n
+    rare = counts @ predicted_rare / n
+    lo = np.quantile(covered + ratio_bounds[0] * rare, alpha / 2)
+    hi = np.quantile(covered + ratio_bounds[1] * rare, 1 - alpha / 2)
+    return float(lo), float(hi)
+
+
 def evaluate_policies(
-    s: Setting, cfg: PLoveEvaluatorConfig, log: LoggedRounds
+    s: Setting,
+    cfg: PLoveEvaluatorConfig,
+    log: LoggedRounds,
+    support: SupportCalibration | None = None,
 ) -> tuple[list[dict], dict]:
     """Per-policy rows (predicted, realised and off-policy love rates with intervals) sorted by the
-    realised rate, and the summary (correlations with intervals, per policy subset; OPE block)."""
+    realised rate, and the summary (correlations with intervals, per policy subset; OPE block).
+
+    With ``support`` each row also holds ``rare_share`` (share of the policy's slots on items the
+    logger rarely showed) and ``widened_lo``, ``widened_hi`` (:func:`widened_interval`)."""
     slates = {name: make() for name, make in policies(s).items()}
-    measured = {name: per_user(s, sl) for name, sl in slates.items()}
+    rare = None if support is None else s.exposure_share() < support.threshold
+    measured = {name: per_user(s, sl, rare) for name, sl in slates.items()}
     names = list(measured)
     pred = np.stack([measured[n]["predicted_love"] for n in names], axis=1)
     real = np.stack([measured[n]["realised_love"] for n in names], axis=1)
@@ -428,6 +526,17 @@ def evaluate_policies(
                 ("covers", "_covers"),
             )
         }
+        support_cols = {}
+        if support is not None:
+            m = measured[name]
+            lo, hi = widened_interval(
+                m["predicted_love"], m["predicted_rare"], support.ratio_bounds, counts
+            )
+            support_cols = {
+                "rare_share": float(m["rare_share"].mean()),
+                "widened_lo": lo,
+                "widened_hi": hi,
+            }
         rows.append(
             {
                 "policy": name,
@@ -435,17 +544,27 @@ def evaluate_policies(
                 "predicted": float(pred[:, j].mean()),
                 "predicted_lo": p_int.lower,
                 "predicted_hi": p_int.upper,
+                **support_cols,
                 "realised": float(real[:, j].mean()),
                 "realised_lo": r_int.lower,
                 "realised_hi": r_int.upper,
                 "ratio": float(pred[:, j].mean() / real[:, j].mean()),
                 "purchase": float(measured[name]["purchase"].mean()),
                 **ope_cols,
+                "switch_dr_lambda": float(terms[name].switch_fit()[1]),
                 "ope_matched": terms[name].n_matched,
                 "ope_matched_loves": terms[name].matched_reward,
             }
         )
     rows.sort(key=lambda r: r["realised"])
+    if support is not None:
+        summary["support"] = {
+            "rare_quantile": cfg.rare_quantile,
+            "propensity_threshold": support.threshold,
+            "rarely_shown_items": int(rare.sum()),
+            "validation_low_propensity": support.metrics,
+            "widening_factor": list(support.ratio_bounds),
+        }
     summary.update(
         n_policies=len(names),
         n_users=len(s.users),
@@ -459,7 +578,11 @@ def evaluate_policies(
             "dropped_rounds": log.dropped,
             "target": "uniform over the policy's K slots",
             "position_model": "PBM, e(p) = 1/log2(p + 2)",
-            "interval": "95 % percentile bootstrap over users",
+            "interval": "95 % percentile bootstrap over users (Switch-SN-DR: λ re-chosen per "
+            "replicate)",
+            "switch_dr_rule": "SLOPE++ over λ ∈ {∞, 1024, …, 0.25, 0} on w = 1 / (K π_0)",
+            # labels, so that λ = ∞ (SN-DR) is not written as JSON null
+            "switch_dr_lambda": {name: f"{terms[name].switch_fit()[1]:g}" for name in names},
         },
     )
     return rows, summary

@@ -65,7 +65,7 @@ from evaluation.metrics import auc
 from evaluation.protocol import ground_truth_ndcg, ranking_metrics
 from features.propensity import PropensityConfig, estimate_item_propensity, propensity_report
 from features.seen import SeenItems
-from features.sources.obd import OBDConfig, load_obd
+from features.sources.obd import OBDConfig, logged_rounds
 from features.sources.synthetic import SyntheticConfig, make_world
 from models.data import Pairs
 from models.relmf.config import RelMFConfig
@@ -373,20 +373,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
 
 def obd_rounds(policy: str, campaign: str, cache: Path) -> pl.DataFrame:
     """One row per round: user_id (user type), item_id, position, pscore, click (0/1)."""
-
-    events = load_obd(OBDConfig(policy=policy, campaign=campaign), cache)
-    clicks = events.filter(pl.col("event") == "click").select("session_id", click=pl.lit(1))
-    return (
-        events.filter(pl.col("event") == "impression")
-        .join(clicks, on="session_id", how="left")
-        .select(
-            "user_id",
-            "item_id",
-            "position",
-            pl.col("propensity").alias("pscore"),
-            pl.col("click").fill_null(0).cast(pl.Float64),
-        )
-    )
+    return logged_rounds(OBDConfig(policy=policy, campaign=campaign), cache)
 
 
 def reward_model(rounds: pl.DataFrame, items: list[str], prior_strength: float) -> np.ndarray:

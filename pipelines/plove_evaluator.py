@@ -1,8 +1,11 @@
 """Stage `plove_evaluator`: P[Love] as an offline evaluator of 13 ranking policies (simulator only).
 
 For each policy: the predicted love rate (mean P[Love] of its slates), the realised one (the
-simulator's truth) and off-policy estimates from the logged slates alone (SNIPS, SN-DR), with
-bootstrap intervals; their correlations across policies (evaluation/policies.py). Settings:
+simulator's truth) and off-policy estimates from the logged slates alone (SNIPS, SN-DR and the
+self-tuned Switch-SN-DR, its switch threshold chosen by SLOPE++ and reported), with bootstrap
+intervals; their correlations across policies (evaluation/policies.py); the share of
+each policy's slots on items the logger rarely showed, and the predicted rate's interval widened
+by P[Love]'s validation calibration there. Settings:
 ``params.yaml: plove_evaluator``. Writes, atomically, data/metrics/plove/evaluator.json (the
 summary), evaluator.csv (one row per policy) and evaluator_ope.csv (DVC scatter plots), and logs an
 MLflow run (stage=plove_evaluator, model=plove). On a log without the truth or without a trained
@@ -21,6 +24,7 @@ from evaluation.policies import (
     evaluate_policies,
     load_logged,
     load_setting,
+    load_support_calibration,
     skip_reason,
 )
 from models.gnolr.network import GNOLREmbeddings
@@ -59,7 +63,8 @@ def main() -> None:
         cfg.seed,
     )
     log = load_logged(FEATURES, setting.users, cfg.ope_splits)
-    rows, summary = evaluate_policies(setting, cfg, log)
+    support = load_support_calibration(FEATURES, setting.plove, cfg.rare_quantile)
+    rows, summary = evaluate_policies(setting, cfg, log, support)
     write_csv(OUT / "evaluator.csv", rows)
     write_csv(OUT / "evaluator_ope.csv", [{c: r[c] for c in OPE_COLUMNS} for r in rows])
     write_json(OUT / "evaluator.json", summary)
@@ -71,9 +76,18 @@ def main() -> None:
             log_plot(OUT / name)
         mlflow.log_dict(summary, "plove/evaluator.json")
 
-    cols = ["policy", "optimises", "predicted", "realised", "realised_lo", "realised_hi", "ratio"]
-    fmt = {c: ".5f" for c in cols[2:]} | {"ratio": ".2f", "purchase": ".5f"}
-    print(markdown_table(rows, [*cols, "purchase"], fmt))
+    cols = ["policy", "optimises", "predicted", "widened_lo", "widened_hi", "realised", "ratio"]
+    fmt = {c: ".5f" for c in cols[2:]} | {"ratio": ".2f", "rare_share": ".2f"}
+    print(markdown_table(rows, [*cols, "rare_share"], fmt))
+    low = summary["support"]["validation_low_propensity"]
+    print(
+        f"\nRarely shown: items below π = {support.threshold:.3g} (the {cfg.rare_quantile:g} "
+        f"quantile of validation propensities), {summary['support']['rarely_shown_items']} of "
+        f"{setting.n_items}; P[Love] there on validation: predicted {low['mean_predicted']:.5f}, "
+        f"observed {low['observed_rate']:.5f} [{low['observed_lo']:.5f}, {low['observed_hi']:.5f}] "
+        f"→ rarely shown slots widened by × [{support.ratio_bounds[0]:.2f}, "
+        f"{support.ratio_bounds[1]:.2f}]"
+    )
     print(f"\n{len(setting.users)} users, K={setting.k}, 95 % bootstrap over users:")
     for key in ("all", "without_truth", "independent"):
         c = summary[key]
@@ -94,6 +108,17 @@ def main() -> None:
             f"{c['spearman_hi']:.3f}], interval covers the realised rate for "
             f"{c['n_covered']}/{c['n_policies']}"
         )
+    ope_cols = ["policy", "realised", "switch_dr", "switch_dr_lo", "switch_dr_hi"]
+    print(
+        "\nSelf-tuned Switch-SN-DR (λ chosen by SLOPE++ per policy, 95 % whole-procedure bootstrap):"
+    )
+    print(
+        markdown_table(
+            rows,
+            [*ope_cols, "switch_dr_lambda", "switch_dr_covers"],
+            {c: ".5f" for c in ope_cols[1:]} | {"switch_dr_lambda": "g"},
+        )
+    )
     print(f"  → {OUT}/evaluator.csv, evaluator_ope.csv, evaluator.json")
 
 

@@ -23,7 +23,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from evaluation.calibration import metrics_by_group, reliability_curve
+from evaluation.calibration import (
+    low_propensity_calibration,
+    metrics_by_group,
+    reliability_curve,
+)
 from evaluation.validation import LoveAUC
 from features.contract import IMPRESSION, Col
 from features.love_labels import downsample_negatives, love_labels, split_by_time
@@ -126,12 +130,20 @@ def reliability_rows(
 
 
 def calibrate_and_score(
-    scorer, rows: dict[str, LoveRows], user_codes: np.ndarray, names: list[str], cfg: PLoveConfig
+    scorer,
+    rows: dict[str, LoveRows],
+    user_codes: np.ndarray,
+    names: list[str],
+    cfg: PLoveConfig,
+    propensity: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, list[dict], list[dict]]:
     """Fit the calibrator on valid (chosen by cross-fitted log loss), then score valid and test.
 
     Sets ``scorer.calibrator``; returns the metrics and the test reliability curve (overall and per
-    user-activity bucket).
+    user-activity bucket). With the logged ``propensity`` of each split's rows (nan where none was
+    logged), the calibrated metrics also hold ``low_propensity``: calibration on the split's lowest
+    propensity decile (:func:`evaluation.calibration.low_propensity_calibration`), where the
+    logger rarely shows the pair.
     """
     valid = rows["valid"]
     scorer.calibrator, cv_scores = choose_calibrator(
@@ -144,6 +156,11 @@ def calibrate_and_score(
     metrics: dict = {"calibration": {"method": scorer.calibrator.name, "cv_log_loss": cv_scores}}
     for split in ("valid", "test"):
         metrics[split], p = evaluate_split(scorer, rows[split], user_codes, names, cfg.ece_bins)
+        prop = None if propensity is None else propensity[split]
+        if prop is not None and np.isfinite(prop).any():
+            metrics[split]["calibrated"]["low_propensity"] = low_propensity_calibration(
+                p, rows[split].loves, prop, n_bins=cfg.ece_bins
+            )
     test = rows["test"]
     curve, by_bucket = reliability_rows(p, test.loves, user_codes[test.users], names, cfg.ece_bins)
     return metrics, curve, by_bucket
@@ -157,6 +174,10 @@ def run_metrics(metrics: dict) -> dict[str, float]:
     for split in ("valid", "test"):
         out |= split_metrics(split, metrics[split]["calibrated"]["all"])
         out |= split_metrics(split, metrics[split]["raw"]["all"], prefix="raw_")
+        low = metrics[split]["calibrated"].get("low_propensity")
+        if low is not None:
+            keys = ("ece", "ece_to_overall", "ratio", "mean_predicted", "observed_rate")
+            out |= split_metrics(split, {k: low[k] for k in keys}, prefix="low_propensity_")
     return out
 
 
@@ -255,7 +276,10 @@ def main(argv: list[str] | None = None) -> None:
             progress=True,
         )
         scorer = fit.scorer
-        metrics, curve, curve_by_bucket = calibrate_and_score(scorer, rows, user_codes, names, cfg)
+        propensity = {s: f[Col.PROPENSITY].cast(pl.Float64).to_numpy() for s, f in splits.items()}
+        metrics, curve, curve_by_bucket = calibrate_and_score(
+            scorer, rows, user_codes, names, cfg, propensity
+        )
         calibrator = scorer.calibrator
         metrics["labels"] = {
             s: {"rows": f.height, "loves": int(f["love"].sum()), "clicks": int(f["click"].sum())}
@@ -298,6 +322,13 @@ def main(argv: list[str] | None = None) -> None:
         log_plot(args.plot)
         log_plot(by_bucket)
     t = metrics["test"]["calibrated"]["all"]
+    if low := metrics["test"]["calibrated"].get("low_propensity"):
+        print(
+            f"train_plove: lowest-propensity decile of test (π ≤ {low['propensity_threshold']:.2g}): "
+            f"predicted {low['mean_predicted']:.5f}, observed {low['observed_rate']:.5f} "
+            f"[{low['observed_lo']:.5f}, {low['observed_hi']:.5f}] ({low['positives']} loves in "
+            f"{low['n']}), ECE {low['ece']:.5f} = {low['ece_to_overall']:.2f}× the overall"
+        )
     print(
         f"train_plove: best epoch {fit.info['best_epoch']} of {fit.info['epochs_run']}, calibration "
         f"{calibrator.name}; test AUC {t['auc']:.4f}, log loss {t['log_loss']:.5f}, NE "

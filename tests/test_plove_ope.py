@@ -5,11 +5,14 @@ a known stochastic logger (sequential sampling, conditional propensities, positi
 checks that the bootstrap interval covers a target policy's true value.
 """
 
+import math
+
 import numpy as np
 import pytest
 
 from evaluation.bootstrap import bootstrap_counts
 from evaluation.estimators import SelfNormalizedInverseProbabilityWeighting
+from evaluation.selectors import Slope
 from evaluation.slate import topk_slate_terms
 
 # Two users, target slates of K = 2; examination e = [1, 0.5, 0.25].
@@ -137,7 +140,59 @@ def test_interval_covers_the_true_value_of_a_target_policy():
     assert t.n_matched > 1000
     assert snips.lower <= truth <= snips.upper, (truth, snips)
     assert dr.lower <= truth <= dr.upper, (truth, dr)
+    # Switch-SN-DR: SLOPE++ keeps λ = 16 with this reward model; the whole-procedure bootstrap
+    # alone ends just below the truth (the bias SLOPE accepts), the hull with SN-DR's covers it
+    switch = t.interval("switch_dr", counts)
+    assert t.switch_fit()[1] == 16.0
+    assert np.quantile(t.switch_dr(counts), 0.975) < truth
+    assert switch.lower <= truth <= switch.upper, (truth, switch)
+    assert 0 <= switch.lower <= switch.estimate <= switch.upper <= 1
     assert snips.estimate == pytest.approx(truth, rel=0.1)
     # the logger's own love rate and the biased direct method both miss the interval
     assert not snips.lower <= r.mean() <= snips.upper
     assert not snips.lower <= q.mean() <= snips.upper
+
+
+def test_switch_dr_candidates_match_hand_computed_values():
+    # weights w = 1 / (K π_0) of the hit rounds: [1, 2, 5, 1], ρ·res = [1/30, −2/15, 7/4, −1/20]
+    u, i, k, r, p = LOG.T
+    args = (SLATES, u.astype(int), i.astype(int), k.astype(int), r, p, EXAM, Q)
+    t = topk_slate_terms(*args, lambdas=(0.5, 4.0, math.inf, 1.5))
+    assert t.lambdas == (math.inf, 4.0, 1.5, 0.5)  # sorted, decreasing
+    values, se = t.switch_candidates()
+    # λ = ∞: SN-DR; λ = 4 drops the w = 5 round; λ = 1.5 also the w = 2 one; λ = 0.5: direct
+    assert values == pytest.approx([0.65, 0.25 - 0.15 / 4, 0.25 - 1 / 240, 0.25])
+    assert values[0] == pytest.approx(float(t.dr()))
+    # delta method at λ = ∞: a = 0.8 / 2, ψ = d_u + (R_u − a W_u) / 2 = (0.05, 0.45), SE = 0.2 / √2
+    assert se[0] == pytest.approx(0.2 / math.sqrt(2))
+    assert se[-1] == pytest.approx(0.05 / math.sqrt(2))  # the direct method: sd(0.3, 0.2) / √2
+    estimate, lam = t.switch_fit()
+    j = Slope(variant="slope++").choose(values, se)
+    assert (estimate, lam) == (pytest.approx(values[j]), t.lambdas[j])
+    # per replicate λ is chosen again: user 1 alone is the point (0.2 + 1.7 / 3) at λ = ∞
+    counts = np.array([[0.0, 2.0], [1.0, 1.0]])
+    v2, _ = t.switch_candidates(counts)
+    assert v2[:, 0] == pytest.approx([0.2 + 1.7 / 3, 0.65])
+    reps, lams = t.switch_fit(counts)
+    assert reps.shape == lams.shape == (2,) and reps[1] == pytest.approx(estimate)
+    iv = t.interval("switch_dr", bootstrap_counts(2, 50, seed=0))
+    assert iv.lower <= iv.upper and iv.estimate == pytest.approx(estimate)
+    with pytest.raises(ValueError, match="lambdas"):
+        topk_slate_terms(*args, lambdas=(1.0, 1.0))
+    with pytest.raises(ValueError, match="lambdas"):
+        topk_slate_terms(*args, lambdas=(-1.0,))
+
+
+def test_switch_dr_stays_in_the_unit_interval():
+    # a love at logged slot 2 moved to target slot 0 counts e(0)/e(2) = 4: SN-DR without a reward
+    # model is (8/3 + 1/2·4) / 4 = 7/6 > 1, the switch estimate is projected onto 1
+    log = LOG.copy()
+    log[4, 3] = 1
+    u, i, k, r, p = log.T
+    t = topk_slate_terms(
+        SLATES, u.astype(int), i.astype(int), k.astype(int), r, p, EXAM, np.zeros((2, 2)),
+        lambdas=(math.inf,),
+    )  # fmt: skip
+    assert float(t.dr()) == pytest.approx(7 / 6)
+    assert t.switch_fit() == (1.0, math.inf)
+    assert np.all(t.switch_dr(bootstrap_counts(2, 30, seed=0)) <= 1.0)

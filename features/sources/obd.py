@@ -95,3 +95,22 @@ def load_obd(cfg: OBDConfig, cache_dir: Path) -> pl.DataFrame:
         pl.lit("click").alias(Col.EVENT), pl.lit(None, pl.Float64).alias(Col.PROPENSITY)
     )
     return pl.concat([impressions, clicks]).select(COLUMNS).sort(Col.TS, maintain_order=True)
+
+
+def logged_rounds(cfg: OBDConfig, cache_dir: Path) -> pl.DataFrame:
+    """One row per logged round of :func:`load_obd`'s events, in their order: ``user_id`` (user
+    type), ``item_id``, ``position`` (0-based), ``pscore`` (the logged propensity) and ``click``
+    (0.0 / 1.0). What off-policy estimators read."""
+    events = load_obd(cfg, cache_dir)
+    clicks = events.filter(pl.col(Col.EVENT) == "click").select(Col.SESSION, click=pl.lit(1))
+    return (
+        events.filter(pl.col(Col.EVENT) == IMPRESSION)
+        .join(clicks, on=Col.SESSION, how="left", maintain_order="left")
+        .select(
+            Col.USER,
+            Col.ITEM,
+            Col.POSITION,
+            pl.col(Col.PROPENSITY).alias("pscore"),
+            pl.col("click").fill_null(0).cast(pl.Float64),
+        )
+    )

@@ -98,8 +98,12 @@ class World:
         return self._nest(dots * self.affinity_scale, self.quality_weight * self.item_quality)
 
     def click_affinity_matrix(self, users: np.ndarray) -> np.ndarray:
-        """A_click of ``users`` against every item, shape (len(users), n_items)."""
-        dots = self.user_factors[0, users] @ self.item_factors[0].T
+        """A_click of ``users`` against every item, shape (len(users), n_items).
+
+        einsum, not ``@``: a BLAS matrix product rounds differently with one thread than with
+        several, which changed every logged propensity in the last bits with OMP_NUM_THREADS.
+        """
+        dots = np.einsum("ud,id->ui", self.user_factors[0, users], self.item_factors[0])
         return dots * self.affinity_scale + self.quality_weight * self.item_quality
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from starlette.testclient import TestClient
 
 from features.feedback_log import FeedbackLog, read_records
 from tests.asgi import service_app
+
+NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # one day file, whatever the clock says
 
 
 class FsyncSpy:
@@ -60,9 +63,9 @@ def test_a_durable_append_whose_fsync_fails_raises(tmp_path, spy):
 
 def test_the_background_commit_fsyncs_every_written_byte(tmp_path, spy):
     log = FeedbackLog(tmp_path, sync_interval_s=0.01)
-    log.append([{"n": 0}], durable=False)
-    log.append([{"n": 1}], durable=False)
-    path = log.files()[0]
+    log.append([{"n": 0}], when=NOON, durable=False)
+    log.append([{"n": 1}], when=NOON, durable=False)
+    path = log.path_for(NOON)
     deadline = time.monotonic() + 10
     while spy.synced(path) < path.stat().st_size and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -5,7 +5,7 @@ A candidate passes when every check passes:
 - **champion comparison** on the family's metric m with tolerance t ≥ 0 (absolute):
   ``max`` mode: m_new ≥ m_champion − t; ``min`` mode: m_new ≤ m_champion + t. A negative t demands
   an improvement of at least |t|. No champion yet (first version) → passes.
-- **bounds**: a metric against a fixed limit, e.g. index recall@K ≥ floor, P[Love] ECE ≤ bound.
+- **bounds**: a metric against a fixed limit, e.g. index recall@K ≥ floor, P[Love] ECE / love rate ≤ bound.
 
 A missing or non-finite candidate value fails its check. Pure functions, no MLflow: the
 ``promote`` stage (pipelines/promote.py) feeds them the metrics and the registry's champion.
@@ -56,8 +56,12 @@ class PromoteConfig(BaseModel):
     index_recall_floor: float = Field(
         0.9, ge=0, le=1, description="gnolr: recall@index.recall_k of the served index ≥ this"
     )
-    plove_max_ece: float = Field(
-        0.01, ge=0, description="plove, and gnolr when its bundle serves P[Love]: test ECE ≤ this"
+    plove_max_relative_ece: float = Field(
+        0.5,
+        ge=0,
+        description="plove, and gnolr when its bundle serves P[Love]: test ECE / love rate ≤ this "
+        "(a model that always says 0 scores 1; an absolute bound cannot tell it from a good one "
+        "when loves are rare)",
     )
     gnolr: FamilyGate = Field(
         # IPS-weighted, not observed, NDCG: a popularity-biased logger lets popular-item rankers win

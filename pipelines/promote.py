@@ -73,9 +73,10 @@ def bounds(family: str, params: Params) -> tuple[list[Bound], dict[str, float]]:
     """The fixed-limit gates of a family and the values they read (from other stages)."""
     cfg = params.promote
     recall = metric_name("test", f"recall_at_{params.index.recall_k}")
-    ece = Bound("plove_ece", "test/plove_ece", cfg.plove_max_ece, "<=")
-    plove_ece = _json(PLOVE).get("test", {}).get("calibrated", {}).get("all", {}).get("ece")
-    extra = {"test/plove_ece": plove_ece} if plove_ece is not None else {}
+    metric = "test/plove_ece_relative"
+    ece = Bound("plove_ece", metric, cfg.plove_max_relative_ece, "<=")
+    overall = _json(PLOVE).get("test", {}).get("calibrated", {}).get("all", {})
+    extra = {metric: overall["ece_relative"]} if "ece_relative" in overall else {}
     if family == "gnolr":
         gates = [Bound("index_recall", recall, cfg.index_recall_floor, ">=")]
         if (SERVING / "plove").exists():

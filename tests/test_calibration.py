@@ -52,11 +52,29 @@ def test_isotonic_calibrator_is_monotone_and_pools_ties():
     y = np.array([0, 1, 1, 0, 1, 1])
     cal = IsotonicCalibrator().fit(z, y)
     assert cal.knots.tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert cal.values == pytest.approx([0.5, 0.5, 0.5, 1.0])
+    # PAV blocks {0, 1, 2} (4 pairs, 2 loves) and {3} (2 pairs, 2 loves), base rate 4/6, each
+    # shrunk by one pseudo-observation at the base rate: (2 + 2/3) / 5 and (2 + 2/3) / 3.
+    assert cal.values == pytest.approx([8 / 15, 8 / 15, 8 / 15, 8 / 9])
     grid = np.linspace(-1, 4, 50)
     assert np.all(np.diff(cal.predict(grid)) >= 0)
     again = calibrator_from_dict(cal.to_dict())
     assert np.allclose(again.predict(grid), cal.predict(grid))
+
+
+def test_isotonic_calibration_never_says_exactly_zero_or_one():
+    # Plain PAV gives 0 to the block without loves and 1 to the block without misses.
+    cal = IsotonicCalibrator().fit(np.array([0.0, 1.0, 2.0, 3.0]), np.array([0, 0, 1, 1]))
+    assert cal.values == pytest.approx([1 / 6, 1 / 6, 5 / 6, 5 / 6])  # (0 + ½)/3, (2 + ½)/3
+    # A rare label, as P[Love]: most logits see no love at all, yet every prediction is > 0.
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 1, 30_000)
+    y = (rng.random(z.size) < 0.004 * np.exp(z) / np.exp(0.5)).astype(int)
+    p = IsotonicCalibrator().fit(z, y).predict(np.linspace(-6, 6, 1001))
+    assert np.all((p > 0) & (p < 1))
+    assert np.all(np.diff(p) >= 0)
+    assert log_loss(IsotonicCalibrator().fit(z, y).predict(z), y) < log_loss(
+        np.full(z.size, y.mean()), y
+    )
 
 
 def test_temperature_scaling_recovers_a_known_temperature():

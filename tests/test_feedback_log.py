@@ -10,6 +10,8 @@ import pytest
 
 from features.feedback_log import FeedbackLog, ReadStats, read_records
 
+NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # a fixed day, so no test depends on the clock
+
 
 def test_appended_records_read_back_in_order(tmp_path):
     log = FeedbackLog(tmp_path / "fb")
@@ -23,13 +25,13 @@ def test_appended_records_read_back_in_order(tmp_path):
 
 def test_a_torn_tail_is_skipped_and_never_swallows_the_next_batch(tmp_path):
     log = FeedbackLog(tmp_path)
-    log.append([{"n": 0}])
-    with open(log.path_for(), "ab") as fh:  # a writer killed in the middle of its write
+    log.append([{"n": 0}], when=NOON)  # one day for all: the test must not depend on the clock
+    with open(log.path_for(NOON), "ab") as fh:  # a writer killed in the middle of its write
         fh.write(b'{"n": 1, "user_id": "u')
     stats = ReadStats()
     assert [r["n"] for r in read_records(tmp_path, stats)] == [0]
     assert stats.skipped_lines == 1  # the fragment has no newline: incomplete
-    log.append([{"n": 2}, {"n": 3}])
+    log.append([{"n": 2}, {"n": 3}], when=NOON)
     stats = ReadStats()
     assert [r["n"] for r in read_records(tmp_path, stats)] == [0, 2, 3]
     assert stats.skipped_lines == 1  # now a complete but unparseable line
@@ -58,7 +60,7 @@ def _writer(directory: str, worker: int, n_batches: int) -> None:
     log = FeedbackLog(directory)
     pad = "x" * 3000  # batches of ~15 kB: far above PIPE_BUF, so only the lock keeps them whole
     for b in range(n_batches):
-        log.append([{"w": worker, "b": b, "i": i, "pad": pad} for i in range(5)])
+        log.append([{"w": worker, "b": b, "i": i, "pad": pad} for i in range(5)], when=NOON)
 
 
 def test_concurrent_processes_never_interleave_records(tmp_path):
@@ -72,7 +74,7 @@ def test_concurrent_processes_never_interleave_records(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    lines = FeedbackLog(tmp_path).path_for().read_bytes().split(b"\n")
+    lines = FeedbackLog(tmp_path).path_for(NOON).read_bytes().split(b"\n")
     assert lines[-1] == b""
     records = [json.loads(line) for line in lines[:-1]]  # every line is one whole record
     keys = [(r["w"], r["b"], r["i"]) for r in records]
@@ -87,7 +89,8 @@ def test_concurrent_processes_never_interleave_records(tmp_path):
 def test_the_file_is_created_readable_by_others(tmp_path):
     log = FeedbackLog(tmp_path)
     log.append([{"n": 0}])
-    assert os.stat(log.path_for()).st_mode & 0o044
+    (path,) = log.files()
+    assert os.stat(path).st_mode & 0o044
 
 
 def test_non_durable_appends_are_visible_at_once_and_flushed_in_the_background(tmp_path):

@@ -193,7 +193,9 @@ def test_fit_plove_learns_and_the_scorer_round_trips(tmp_path):
     from evaluation.metrics import auc
 
     p = fit.scorer.predict(part[1].users, part[1].items, part[1].positions)
-    assert auc(p, part[1].loves) > 0.65
+    # Measured: 0.81 for the model, 0.56 for a score that knows only the position.
+    position_only = auc(-part[1].positions.astype(float), part[1].loves)
+    assert auc(p, part[1].loves) > 0.75 and auc(p, part[1].loves) > position_only + 0.15
     fit.scorer.save(tmp_path)
     again = PLoveScorer.load(tmp_path)
     assert np.allclose(

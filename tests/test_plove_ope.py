@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from evaluation.bootstrap import bootstrap_counts
-from evaluation.estimators import SelfNormalizedInverseProbabilityWeighting
+from evaluation.estimators import (
+    InverseProbabilityWeighting,
+    SelfNormalizedInverseProbabilityWeighting,
+)
 from evaluation.selectors import Slope
 from evaluation.slate import topk_slate_terms
 
@@ -61,11 +64,14 @@ def test_bootstrap_counts_reweight_users():
 
 
 def test_reduces_to_snipw_for_one_user_without_position_effects():
-    u, i, k, r, p = LOG[:3].T
+    # User 0's first two rounds: w = [1, 0], so Σw = 1 ≠ n = 2 and the self-normalisation shows:
+    # SNIPW = 1·1 / 1 = 1 where IPW = 1·1 / 2 = 0.5.
+    u, i, k, r, p = LOG[:2].T
     t = topk_slate_terms(SLATES[:1], u.astype(int), i.astype(int), k.astype(int), r, p, np.ones(3))
     hit = np.isin(i, SLATES[0]) / SLATES.shape[1]
     expected = SelfNormalizedInverseProbabilityWeighting().estimate_policy_value(r, p, hit)
-    assert float(t.snips()) == pytest.approx(expected)
+    assert float(t.snips()) == pytest.approx(expected) == 1.0
+    assert InverseProbabilityWeighting().estimate_policy_value(r, p, hit) == pytest.approx(0.5)
 
 
 def test_no_match_gives_nan_snips_and_the_direct_method():

@@ -13,7 +13,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from evaluation.promotion import Bound, FamilyGate, bound_check, champion_check, decide
+from evaluation.calibration import binary_metrics
+from evaluation.promotion import (
+    Bound,
+    FamilyGate,
+    PromoteConfig,
+    bound_check,
+    champion_check,
+    decide,
+)
 
 
 def test_champion_comparison_with_tolerance():
@@ -33,17 +41,31 @@ def test_champion_comparison_with_tolerance():
     assert not champion_check(gate, float("nan"), 0.3).passed
 
 
+def test_the_default_ece_gate_refuses_a_model_that_always_says_zero():
+    # Loves are rare (0.4 %): an always-0 model has ECE 0.004, which an absolute bound of 0.01
+    # passed; relative to the love rate it scores exactly 1.
+    rng = np.random.default_rng(0)
+    p_true = np.clip(rng.lognormal(np.log(0.004), 1.0, 50_000), 0, 1)
+    y = (rng.random(p_true.size) < p_true).astype(float)
+    bound = Bound("plove_ece", "ece_relative", PromoteConfig().plove_max_relative_ece, "<=")
+    always_zero = binary_metrics(np.zeros_like(y), y)
+    assert always_zero["ece"] < 0.01
+    assert always_zero["ece_relative"] == pytest.approx(1.0)
+    assert not bound_check(bound, always_zero["ece_relative"]).passed
+    assert bound_check(bound, binary_metrics(p_true, y)["ece_relative"]).passed
+
+
 def test_bounds_and_decision():
     floor = Bound("index_recall", "test/recall_at_100", 0.9, ">=")
-    ece = Bound("plove_ece", "test/plove_ece", 0.01, "<=")
+    ece = Bound("plove_ece", "test/plove_ece_relative", 0.5, "<=")
     assert bound_check(floor, 0.9).passed and not bound_check(floor, 0.899).passed
-    assert bound_check(ece, 0.004).passed and not bound_check(ece, 0.02).passed
-    assert bound_check(ece, None).reason == "test/plove_ece is missing"
+    assert bound_check(ece, 0.4).passed and not bound_check(ece, 0.6).passed
+    assert bound_check(ece, None).reason == "test/plove_ece_relative is missing"
     gate = FamilyGate(metric="test/auc", tolerance=0.0)
-    candidate = {"test/auc": 0.8, "test/recall_at_100": 0.95, "test/plove_ece": 0.02}
+    candidate = {"test/auc": 0.8, "test/recall_at_100": 0.95, "test/plove_ece_relative": 0.6}
     decision = decide("gnolr", gate, candidate, {"test/auc": 0.79}, [floor, ece])
     assert not decision.passed
-    assert decision.failed == ["plove_ece: test/plove_ece 0.02 > 0.01"]
+    assert decision.failed == ["plove_ece: test/plove_ece_relative 0.6 > 0.5"]
     # A champion recorded without the gate's metric (it was changed since) compares nothing.
     assert decide("gnolr", gate, candidate, {"test/other": 1.0}, [floor]).passed
 
@@ -92,7 +114,7 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
 
     client = mlflow.MlflowClient()
     # 1. P[Love] must have zero ECE: plove refused, and gnolr, whose bundle serves P[Love].
-    set_promote(promote_dir, plove_max_ece=0.0)
+    set_promote(promote_dir, plove_max_relative_ece=0.0)
     promote.main()
     assert decisions(promote_dir) == {"gnolr": "refused", "relmf": "promoted", "plove": "refused"}
     assert champions() == [None, "1", None]
@@ -100,7 +122,7 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
     assert [c["name"] for c in records["gnolr"]["checks"] if not c["passed"]] == ["plove_ece"]
     out = capsys.readouterr().out
     assert "promote: ladder-gnolr v1 registered, REFUSED as @champion (no champion)" in out
-    assert "plove_ece: test/plove_ece" in out
+    assert "plove_ece: test/plove_ece_relative" in out
     refused = client.get_model_version("ladder-plove", "1")
     assert refused.tags["decision"] == "refused" and "> 0" in refused.tags["reasons"]
     run = mlflow.get_run(records["plove"]["run_id"])
@@ -110,7 +132,7 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
     assert logged["checks"] == records["plove"]["checks"]
 
     # 2. Default gates: gnolr and plove pass; relmf's champion already is this model.
-    set_promote(promote_dir, plove_max_ece=0.01)
+    set_promote(promote_dir, plove_max_relative_ece=PromoteConfig().plove_max_relative_ece)
     promote.main()
     assert decisions(promote_dir) == {
         "gnolr": "promoted",

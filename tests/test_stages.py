@@ -46,6 +46,23 @@ def test_gnolr_beats_popularity_on_the_deepest_level(pipeline_dir):
     assert gnolr["gt_ndcg_at_10/purchase"] > pop["gt_ndcg_at_10/purchase"]
 
 
+def test_relmf_beats_popularity_on_the_debiased_auc_of_its_level(pipeline_dir):
+    # Rel-MF learns clicks, debiased: judged by the IPS-weighted click AUC it beats popularity
+    # (measured 0.621 vs 0.599). On the simulator's truth it does not (0.207 vs 0.241 click
+    # NDCG@10): a known gap, not hidden here.
+    m = read_json(pipeline_dir / "data/metrics/evaluate.json")
+    assert m["relmf"]["ips_auc/click"] > m["popularity"]["ips_auc/click"] + 0.01
+    assert m["relmf"]["auc/click"] > 0.58
+
+
+def test_plove_beats_the_base_rate_and_is_calibrated(pipeline_dir):
+    # Measured: AUC 0.918, normalised entropy 0.58 (1 = always the base rate), ECE 0.28 × rate.
+    test = read_json(pipeline_dir / "data/metrics/plove.json")["test"]["calibrated"]["all"]
+    assert test["auc"] > 0.85
+    assert test["normalized_entropy"] < 0.75
+    assert test["ece_relative"] < 0.5
+
+
 def test_training_run_is_recorded_in_mlflow(pipeline_dir):
     info = read_json(pipeline_dir / "data/models/gnolr/info.json")
     mlflow.set_tracking_uri(f"sqlite:///{pipeline_dir / 'mlflow.db'}")

@@ -129,10 +129,15 @@ def pool_adjacent_violators(y: np.ndarray, weights: np.ndarray | None = None) ->
 
 @dataclass
 class IsotonicCalibrator:
-    """p = f(z) for the non-decreasing f minimising Σ(y − f(z))², fitted by PAV.
+    """p = f(z) for the non-decreasing f minimising Σ(y − f(z))², fitted by PAV, kept inside (0, 1).
 
-    Tied logits are pooled first (their mean label, weight = count); predictions interpolate
-    linearly between the fitted knots and are constant beyond the first and last knot.
+    Tied logits are pooled first (their mean label, weight = count). A PAV block b of n_b pairs
+    with s_b positives would predict s_b / n_b, which is exactly 0 (or 1) for a block without
+    positives (or negatives): −∞ log loss, and ties at zero in a blended ranking. Each block's
+    value is therefore shrunk by one pseudo-observation at the base rate p̄,
+    v_b = (s_b + p̄) / (n_b + 1), strictly inside (0, 1), and PAV is rerun on (v_b, n_b + 1) so the
+    map stays non-decreasing (its values are weighted means of the v_b, still inside (0, 1)).
+    Predictions interpolate linearly between knots and are constant beyond the first and last.
     """
 
     knots: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -142,9 +147,15 @@ class IsotonicCalibrator:
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> IsotonicCalibrator:
         z, y = _check(logits, labels)
         knots, inverse, counts = np.unique(z, return_inverse=True, return_counts=True)
-        means = np.bincount(inverse, weights=y) / counts
+        n = counts.astype(np.float64)
+        fitted = pool_adjacent_violators(np.bincount(inverse, weights=y) / n, n)
+        starts = np.r_[0, np.flatnonzero(np.diff(fitted)) + 1]  # first knot of each PAV block
+        n_b = np.add.reduceat(n, starts)
+        s_b = np.add.reduceat(fitted * n, starts)
+        prior = float(np.clip(y.mean(), 0.5 / (y.size + 1), 1 - 0.5 / (y.size + 1)))
+        shrunk = pool_adjacent_violators((s_b + prior) / (n_b + 1), n_b + 1)
         self.knots = knots
-        self.values = pool_adjacent_violators(means, counts.astype(np.float64))
+        self.values = np.repeat(shrunk, np.diff(np.r_[starts, knots.size]))
         return self
 
     def predict(self, logits: np.ndarray) -> np.ndarray:

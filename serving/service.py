@@ -41,7 +41,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from features.contract import MAX_TS, MIN_TS, EventNames
+from features.contract import ID_PATTERN, MAX_ID_LENGTH, MAX_TS, MIN_TS, EventNames
 from features.feedback_log import FeedbackLog
 from models.blend import BlendWeights
 from serving.bundle import Bundle
@@ -55,7 +55,13 @@ MAX_EVENTS = 10_000
 MAX_PAIRS = 1000
 MAX_INT32 = 2**31 - 1
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+# The contract's id limits (features/contract.py): what the service accepts, ingest keeps.
+Id = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN
+    ),
+]
 
 
 class ReloadFailed(BentoMLException):

@@ -143,7 +143,9 @@ def test_future_timestamps_of_datetime_and_epoch_columns_too():
     ],
 )
 def test_iso_8601_strings_are_read(text):
-    valid, _, report = validate(frame(ts=["2026-01-01T00:00:00", text, "2026-01-02"]), NAMES, now=NOW)
+    valid, _, report = validate(
+        frame(ts=["2026-01-01T00:00:00", text, "2026-01-02"]), NAMES, now=NOW
+    )
     assert report.n_bad == 0
     assert valid["ts"][1].replace(microsecond=0) == datetime(2026, 1, 1, 10, tzinfo=UTC)
 

@@ -52,6 +52,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ class RetentionConfig(BaseModel):
     check_interval_s: float = Field(
         3600, gt=0, description="how often the service's log applies the policy"
     )
+
+    @classmethod
+    def from_params_file(cls, path: str | Path) -> RetentionConfig:
+        """The ``feedback_log`` section of a params.yaml (the defaults when it has none)."""
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+        return cls.model_validate((raw or {}).get("feedback_log") or {})
 
     @model_validator(mode="after")
     def _archives_before_deletion(self) -> RetentionConfig:

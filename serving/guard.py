@@ -13,8 +13,10 @@ Environment (read when the app starts):
   ``Content-Length`` is refused before reading, a longer streamed body as soon as it passes the cap.
 
 Answers: no or malformed ``Authorization`` → 401 (with ``WWW-Authenticate: Bearer``), a wrong token
-→ 403, an oversized body → 413. The token is compared in constant time (``hmac.compare_digest`` of
-SHA-256 digests, so not even its length leaks).
+→ 403, an oversized body → 413, a form or pickle body → 415 (every endpoint reads JSON; BentoML
+would hand a form to its multipart parser, which fails with a 500 on a missing boundary). The
+token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its
+length leaks).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ PROBES = frozenset({"/healthz", "/livez", "/readyz"})  # never need it
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 MIN_TOKEN_LENGTH = 16
 TRUE = ("1", "true", "yes")
+# Media types BentoML would not read as JSON (any other, or none, is read as JSON).
+NOT_JSON = frozenset(
+    {"multipart/form-data", "application/x-www-form-urlencoded", "application/vnd.bentoml+pickle"}
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,12 @@ class RequestGuard:
         if refused is not None:
             await _respond(send, *refused)
             return
+        media_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+        if media_type in NOT_JSON:
+            await _respond(
+                send, 415, f"unsupported Content-Type {media_type}: send application/json"
+            )
+            return
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
@@ -145,6 +157,14 @@ class RequestGuard:
                 return None
             if not message.get("more_body", False):
                 return bytes(body)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of header ``name`` (lowercase), or ``""``."""
+    for k, v in scope["headers"]:
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return ""
 
 
 def _too_large(size: str, cap: int) -> str:

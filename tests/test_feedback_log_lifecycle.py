@@ -133,11 +133,12 @@ def test_the_log_applies_its_retention_in_the_background(tmp_path):
     log = FeedbackLog(tmp_path, retention=RetentionConfig(archive_after_days=1))
     log.append([event(2)])  # the first write starts the background thread, which applies it
     archive = tmp_path / "events-20200101.jsonl.gz"
-    for _ in range(300):
-        if archive.exists():
+    plain = tmp_path / "events-20200101.jsonl"
+    for _ in range(300):  # the archive is renamed into place before the day file is unlinked
+        if archive.exists() and not plain.exists():
             break
         time.sleep(0.01)
-    assert archive.exists() and not (tmp_path / "events-20200101.jsonl").exists()
+    assert archive.exists() and not plain.exists()
     assert [r["user_id"] for r in read_records(tmp_path)] == ["u1", "u2"]
 
 

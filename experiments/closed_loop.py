@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -346,7 +347,9 @@ class BentoServer:
 
     ``start()`` returns its URL once ``/readyz`` answers 200; the server runs in its own process
     group, which ``stop()`` terminates. Its output goes to ``log_dir/bentoml-<port>.log`` (default:
-    the system's temporary directory). Also a context manager.
+    the system's temporary directory). Also a context manager. It is given ``LADDER_API_TOKEN``
+    (the environment's, else a fresh random one): send ``auth_headers`` to ``/feedback`` and
+    ``/reload``.
     """
 
     def __init__(
@@ -366,6 +369,8 @@ class BentoServer:
             "PYTHONPATH": str(cwd),
             "BENTOML_DO_NOT_TRACK": "true",
         }
+        self.env.setdefault("LADDER_API_TOKEN", secrets.token_urlsafe(32))
+        self.auth_headers = {"Authorization": f"Bearer {self.env['LADDER_API_TOKEN']}"}
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -468,7 +473,7 @@ def closed_loop(cfg: LoopConfig, workdir: Path, echo=print) -> tuple[list[RoundS
     users = _pick_users(world.n_users, cfg.users, rng)
     rows: list[RoundStats] = []
     with BentoServer(ws.bundle, ws.feedback_log, ws.path, ws.env, ws.path) as server:
-        client = httpx.Client(base_url=server.url, timeout=300)
+        client = httpx.Client(base_url=server.url, timeout=300, headers=server.auth_headers)
         try:
             for round_no in range(cfg.rounds + 1):
                 if round_no > 0:
@@ -476,7 +481,9 @@ def closed_loop(cfg: LoopConfig, workdir: Path, echo=print) -> tuple[list[RoundS
                     if cfg.restart:
                         client.close()
                         server.stop()
-                        client = httpx.Client(base_url=server.start(), timeout=300)
+                        client = httpx.Client(
+                            base_url=server.start(), timeout=300, headers=server.auth_headers
+                        )
                     else:
                         _post(client, "/reload", {})
                 stats = serve_round(

@@ -7,7 +7,7 @@ honour the contract (cast to :data:`EVENT_SCHEMA`) and quarantined rows with a `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -62,16 +62,41 @@ POLARS_SCHEMA: dict[str, pl.DataType] = {
 REASONS = (
     "null_user_id",
     "null_item_id",
+    "bad_user_id",  # longer than MAX_ID_LENGTH, or a control / format / separator character
+    "bad_item_id",
+    "bad_session_id",
     "unknown_event",
-    "bad_timestamp",
-    "propensity_out_of_range",
-    "bad_position",
+    "bad_timestamp",  # unparseable, or outside [MIN_TS, MAX_TS)
+    "future_timestamp",  # later than the validation time plus ``max_future_seconds``
+    "propensity_out_of_range",  # outside [min_propensity, 1]
+    "bad_position",  # not an integer in [0, MAX_POSITION]
+    "conflicting_duplicate",  # same event, time, session and position, different propensities
     "duplicate",
 )
 
 # Plausible event times: anything outside is a unit or parsing error upstream.
 MIN_TS = datetime(1990, 1, 1, tzinfo=UTC)
 MAX_TS = datetime(2100, 1, 1, tzinfo=UTC)
+
+# Ids (user, item, session): at most MAX_ID_LENGTH characters after stripping surrounding whitespace,
+# none of them a control (Cc), format (Cf: zero-width, bidi overrides, BOM) or line / paragraph
+# separator (Zl, Zp) character: such ids print as something else, or split a log line. The service
+# applies the same limits (ID_PATTERN is the regex pydantic checks).
+MAX_ID_LENGTH = 256
+ID_FORBIDDEN = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
+ID_PATTERN = r"^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]+$"
+MAX_POSITION = 2**31 - 1  # int32, the column's type
+
+# ISO-8601 forms accepted for string timestamps (chrono formats: %.f is an optional fraction, %z an
+# offset with or without a colon; a trailing Z is read as +00:00). Zone-less times are UTC.
+ISO_FORMATS_WITH_ZONE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
+ISO_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
 
 
 class ContractError(ValueError):
@@ -112,9 +137,35 @@ class ContractConfig(BaseModel):
     max_bad_fraction: float = Field(
         0.01, ge=0, le=1, description="quarantined share that fails ingest"
     )
+    ts_format: str | None = Field(
+        None,
+        description="strftime format of string timestamps (e.g. '%d/%m/%Y %H:%M'); "
+        "unset: ISO-8601 only, so a slash date is never guessed day- or month-first",
+    )
+    max_future_seconds: float = Field(
+        300, ge=0, description="clock skew tolerated: later events are future_timestamp"
+    )
+    min_propensity: float = Field(
+        1e-12,
+        gt=0,
+        le=1,
+        description="smallest plausible logged propensity (1/θ stays finite in float32)",
+    )
 
     def names(self) -> EventNames:
         return EventNames(tuple(self.levels), tuple(self.reactions))
+
+    def rules(self) -> RowRules:
+        return RowRules(self.ts_format, self.max_future_seconds, self.min_propensity)
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """The configurable checks of :func:`validate` (see :class:`ContractConfig`)."""
+
+    ts_format: str | None = None
+    max_future_seconds: float = 300.0
+    min_propensity: float = 1e-12
 
 
 @dataclass
@@ -143,8 +194,12 @@ class ValidationReport:
         }
 
 
-def _parse_ts(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Parse any accepted time representation into µs UTC; unparseable values become null."""
+def _parse_ts(raw: pl.Expr, dtype: pl.DataType, ts_format: str | None = None) -> pl.Expr:
+    """Parse any accepted time representation into µs UTC; unparseable values become null.
+
+    Strings must be ISO-8601 (:data:`ISO_FORMATS_WITH_ZONE`, :data:`ISO_FORMATS`) or, when
+    ``ts_format`` is given, exactly that format.
+    """
     if isinstance(dtype, pl.Datetime):
         parsed = raw.dt.cast_time_unit("us")
         return (
@@ -158,19 +213,45 @@ def _parse_ts(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
             .cast(pl.Int64, strict=False)
             .cast(pl.Datetime("us", "UTC"))
         )
-    return raw.cast(pl.String).str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    text = raw.cast(pl.String).str.strip_chars()
+    formats = (ts_format,) if ts_format else (*ISO_FORMATS_WITH_ZONE, *ISO_FORMATS)
+    if not ts_format:
+        text = text.str.replace(r"Z$", "+00:00")
+    return pl.coalesce(
+        text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in formats
+    )
+
+
+def _bad_id(col: str) -> pl.Expr:
+    return (pl.col(col).str.len_chars() > MAX_ID_LENGTH) | pl.col(col).str.contains(ID_FORBIDDEN)
+
+
+def _bad_position(raw: pl.Expr, as_float: pl.Expr) -> pl.Expr:
+    """A given position that is not an integer in [0, MAX_POSITION] (text, 1.5, 2**31, NaN)."""
+    integral = as_float.is_finite() & (as_float == as_float.floor())
+    in_range = (as_float >= 0) & (as_float <= MAX_POSITION)
+    return raw.is_not_null() & (as_float.is_null() | ~integral | ~in_range)
 
 
 def validate(
-    frame: pl.DataFrame, names: EventNames
+    frame: pl.DataFrame,
+    names: EventNames,
+    rules: RowRules | None = None,
+    now: datetime | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, ValidationReport]:
     """Split ``frame`` into contract rows and quarantined rows.
 
     ``frame`` must have the contract's columns (``session_id``, ``position`` and ``propensity`` may
-    be missing; they are then null). ``ts`` may be a datetime, seconds since the epoch, or an ISO
-    string. Returns ``(valid, quarantine, report)``: ``valid`` follows :data:`POLARS_SCHEMA`;
-    ``quarantine`` holds the offending rows as strings plus a ``reason`` column.
+    be missing; they are then null). ``ts`` may be a datetime, seconds since the epoch, or a string
+    (ISO-8601, or ``rules.ts_format``). ``now`` (default: the clock) is the time ``future_timestamp``
+    is judged against. Returns ``(valid, quarantine, report)``: ``valid`` follows
+    :data:`POLARS_SCHEMA`; ``quarantine`` holds the offending rows as strings plus a ``reason``
+    column (:data:`REASONS`). Of identical rows the first is kept and the rest are ``duplicate``;
+    rows identical but for their propensities are all ``conflicting_duplicate`` (which one is right
+    cannot be told).
     """
+    rules = rules or RowRules()
+    now = now or datetime.now(UTC)
     missing = [c for c in (Col.USER, Col.ITEM, Col.EVENT, Col.TS) if c not in frame.columns]
     if missing:
         raise ContractError(f"event log lacks required column(s) {missing}; has {frame.columns}")
@@ -183,26 +264,29 @@ def validate(
             frame = frame.with_columns(pl.lit(None, dtype).alias(col))
     frame = frame.select(COLUMNS)
 
-    user = pl.col(Col.USER).cast(pl.String).str.strip_chars()
-    item = pl.col(Col.ITEM).cast(pl.String).str.strip_chars()
-    ts = _parse_ts(pl.col(Col.TS), frame.schema[Col.TS])
-    prop = pl.col(Col.PROPENSITY).cast(pl.Float64, strict=False)
-    pos = pl.col(Col.POSITION).cast(pl.Int64, strict=False)
+    pos_float = pl.col(Col.POSITION).cast(pl.Float64, strict=False)
     typed = frame.with_columns(
-        user.alias("_user"),
-        item.alias("_item"),
+        pl.col(Col.USER).cast(pl.String).str.strip_chars().alias("_user"),
+        pl.col(Col.ITEM).cast(pl.String).str.strip_chars().alias("_item"),
         pl.col(Col.EVENT).cast(pl.String).alias("_event"),
-        ts.alias("_ts"),
-        prop.alias("_prop"),
-        pos.alias("_pos"),
+        _parse_ts(pl.col(Col.TS), frame.schema[Col.TS], rules.ts_format).alias("_ts"),
+        pl.col(Col.PROPENSITY).cast(pl.Float64, strict=False).alias("_prop"),
+        pos_float.alias("_pos"),
         pl.col(Col.SESSION).cast(pl.String).alias("_session"),
+        _bad_position(pl.col(Col.POSITION), pos_float).alias("_bad_pos"),
     )
-    key = ["_user", "_item", "_event", "_ts", "_session", "_pos"]
-    reason = (
+    latest = now.astimezone(UTC) + timedelta(seconds=rules.max_future_seconds)
+    row_reason = (
         pl.when(pl.col("_user").is_null() | (pl.col("_user") == ""))
         .then(pl.lit("null_user_id"))
         .when(pl.col("_item").is_null() | (pl.col("_item") == ""))
         .then(pl.lit("null_item_id"))
+        .when(_bad_id("_user"))
+        .then(pl.lit("bad_user_id"))
+        .when(_bad_id("_item"))
+        .then(pl.lit("bad_item_id"))
+        .when(_bad_id("_session"))
+        .then(pl.lit("bad_session_id"))
         .when(pl.col("_event").is_null() | ~pl.col("_event").is_in(list(names.all)))
         .then(pl.lit("unknown_event"))
         .when(
@@ -211,26 +295,39 @@ def validate(
             | (pl.col("_ts") >= pl.lit(MAX_TS))
         )
         .then(pl.lit("bad_timestamp"))
+        .when(pl.col("_ts") > pl.lit(latest))
+        .then(pl.lit("future_timestamp"))
         .when(
             pl.col(Col.PROPENSITY).is_not_null()
             & (
                 pl.col("_prop").is_null()
                 | pl.col("_prop").is_nan()
-                | (pl.col("_prop") <= 0)
+                | (pl.col("_prop") < rules.min_propensity)
                 | (pl.col("_prop") > 1)
             )
         )
         .then(pl.lit("propensity_out_of_range"))
-        .when(
-            pl.col(Col.POSITION).is_not_null() & (pl.col("_pos").is_null() | (pl.col("_pos") < 0))
-        )
+        .when(pl.col("_bad_pos"))
         .then(pl.lit("bad_position"))
-        .when(pl.struct(key).is_first_distinct().not_())
+        .otherwise(pl.lit(None, pl.String))
+    )
+    typed = typed.with_columns(row_reason.alias("reason"))
+    # Duplicates among the rows that pass every other check: the key without the propensity.
+    key = pl.when(pl.col("reason").is_null()).then(
+        pl.struct("_user", "_item", "_event", "_ts", "_session", "_pos")
+    )
+    typed = typed.with_columns(key.alias("_key"))
+    conflicting = pl.col("_prop").n_unique().over("_key") > 1
+    typed = typed.with_columns(
+        pl.when(pl.col("reason").is_not_null())
+        .then(pl.col("reason"))
+        .when(conflicting)
+        .then(pl.lit("conflicting_duplicate"))
+        .when(~pl.col("_key").is_first_distinct())
         .then(pl.lit("duplicate"))
         .otherwise(pl.lit(None, pl.String))
         .alias("reason")
     )
-    typed = typed.with_columns(reason)
 
     valid = typed.filter(pl.col("reason").is_null()).select(
         pl.col("_user").alias(Col.USER),

@@ -133,7 +133,7 @@ def training_sets_from_source(
     raw, world = load_events(source, progress=False)
     names = contract.names()
     raw = raw.filter(pl.col(Col.EVENT).is_in(list(names.all)))
-    valid, _, report = validate(raw, names)
+    valid, _, report = validate(raw, names, contract.rules())
     print(f"{report.n_valid:,} valid events from {source.kind}")
     sets = build_training_sets(valid.lazy(), names, cfg)
     users, items = load_side_features(source, world)

@@ -47,7 +47,7 @@ def read_events(source: SourceConfig) -> tuple[pl.DataFrame, World | None, ReadS
 def main() -> None:
     params = load_params()
     raw, world, feedback = read_events(params.source)
-    valid, quarantine, report = validate(raw, params.contract.names())
+    valid, quarantine, report = validate(raw, params.contract.names(), params.contract.rules())
     try:
         check_bad_fraction(report, params.contract.max_bad_fraction, str(REJECTED))
     except ContractError:

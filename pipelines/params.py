@@ -15,6 +15,7 @@ from evaluation.policies import PLoveEvaluatorConfig, PLoveSweepConfig
 from evaluation.promotion import PromoteConfig
 from evaluation.protocol import EvaluateConfig
 from features.contract import ContractConfig
+from features.feedback_log import RetentionConfig
 from features.sources import SourceConfig
 from features.training_sets import FeaturesConfig
 from models.gnolr.config import GNOLRConfig
@@ -40,6 +41,7 @@ class Params(BaseModel):
     seed: int = 0
     source: SourceConfig = Field(default_factory=SourceConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
+    feedback_log: RetentionConfig = Field(default_factory=RetentionConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     gnolr: GNOLRConfig = Field(default_factory=GNOLRConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)

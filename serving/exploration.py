@@ -12,7 +12,9 @@ placed at positions < p). Their product over the slate is the probability of the
 Sampling uses the Gumbel-top-k trick (argsort of s/τ + Gumbel noise is exactly a Plackett-Luce
 draw). The denominators are accumulated in log space from positive terms only — the unplaced
 candidates' mass plus the suffix sums of the placed ones — so there is no cancellation, no overflow
-and no 0/0 for extreme scores: propensities are exact to rounding.
+and no 0/0 for extreme scores: propensities are exact to rounding. The logits are shifted so the
+largest is 0 (the softmax is unchanged) and floored at −1e300, so any τ > 0, however tiny
+(5e-324), gives finite logits: a vanishing τ is then the top-k with propensities 1, as its limit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_PROPENSITY = float(np.finfo(np.float64).tiny)  # keeps a logged propensity inside (0, 1]
+LOGIT_FLOOR = -1e300  # exp() of it is 0, yet every sum and difference of it stays finite
 
 
 def sample_slate(
@@ -38,8 +41,10 @@ def sample_slate(
         order = np.argsort(-scores, kind="stable")[:k]
         return order, np.ones(k)
     rng = rng if rng is not None else np.random.default_rng()
-    logits = scores / temperature
-    order = np.argsort(-(logits + rng.gumbel(size=logits.size)), kind="stable")[:k]
+    with np.errstate(over="ignore"):  # (s - max) / τ may overflow to -inf for a tiny τ
+        logits = np.maximum((scores - scores.max()) / temperature, LOGIT_FLOOR)
+    # ties (only among floored logits) go to the higher score, as the τ → 0 limit does
+    order = np.lexsort((-scores, -(logits + rng.gumbel(size=logits.size))))[:k]
     placed = logits[order]
     rest = np.delete(logits, order)
     rest_lse = rest.max() + np.log(np.exp(rest - rest.max()).sum()) if rest.size else -np.inf

@@ -27,6 +27,7 @@ softmax over the scores of the top ``max(N_CANDIDATES, k)`` candidates.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from serving.retrieval import NO_ITEM, Retriever
 
 N_CANDIDATES = 100  # relevance candidates re-ranked by the blend, and the exploration pool
 ANONYMOUS_PREFIX = "anon-"  # user id logged for a request with recent items but no user id
+# A slate id as minted below (uuid4().hex): what /feedback accepts as a slate_id.
+SLATE_ID_PATTERN = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 
 
 class UnknownIdsError(ValueError):

@@ -8,17 +8,25 @@ Environment:
 - ``LADDER_FEEDBACK_LOG``: directory of the durable feedback log (default ``data/feedback``);
 - ``LADDER_EXPLORATION``: default softmax temperature of slate sampling (default 0 = top-k);
 - ``LADDER_SYNC_IMPRESSIONS``: ``1`` to fsync each served slate before its response (default ``0``:
-  written before the response, fsync'd by the log's background group commit within 50 ms).
+  written before the response, fsync'd by the log's background group commit within 50 ms);
+- ``LADDER_API_TOKEN``, ``LADDER_AUTH_ALL``, ``LADDER_MAX_BODY_BYTES``: authentication and the
+  body-size cap (serving/guard.py); ``LADDER_MIN_PROPENSITY``, ``LADDER_MAX_CLOCK_SKEW_S``,
+  ``LADDER_MAX_EVENT_AGE_S``: what ``/feedback`` accepts (serving/feedback_policy.py);
+- ``LADDER_PARAMS`` (default ``params.yaml``): its ``feedback_log`` section is the log's retention.
 
 Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
 ``/similar_items``, ``/score``, ``/feedback``, ``/reload``; BentoML adds ``/healthz``, ``/readyz``,
 ``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
 
-Errors: a body that fails pydantic validation (missing field, wrong type, k or a list size out of
-range) is a 400 with the validation errors; a request that is valid JSON but wrong for the bundle
-(unknown item ids, unknown event names, no user_id and no recent_item_ids) is a 400 naming the
-problem; a failed ``/reload`` is a 409 with the reason and the old bundle keeps serving; a feedback
-log that cannot be written is a 503 (nothing acknowledged).
+Errors, all ``{"error": "<message>", "detail": ...}`` (serving/errors.py): a body that fails
+pydantic validation (missing field, wrong type, k or a list size out of range) is a 400 naming the
+fields, with the validation errors as detail; a request that is valid JSON but wrong for the bundle
+(unknown item ids, unknown event names, no user_id and no recent_item_ids) or for the feedback
+policy (posted impressions, a slate_id the service never issues, a propensity below the floor, a
+time off the server clock) is a 400 naming the problem; 401 / 403 / 413 from serving/guard.py; a
+failed ``/reload`` is a 409 with the reason and the old bundle keeps serving; a feedback log that
+cannot be written is a 503 naming the cause (``feedback log unavailable: disk full (ENOSPC)``) and
+nothing is acknowledged.
 
 Every served slate is appended to the feedback log as ``impression`` events (position, propensity,
 slate_id, model_version) before the response — one locked ``write`` per request, so a killed server
@@ -30,38 +38,58 @@ The logic lives in serving/recommend.py (plain functions); API methods never cal
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import time
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Annotated
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
-from features.contract import MAX_TS, MIN_TS, EventNames
-from features.feedback_log import FeedbackLog
+from features.contract import (
+    ID_PATTERN,
+    IMPRESSION,
+    MAX_ID_LENGTH,
+    MAX_POSITION,
+    MAX_TS,
+    MIN_TS,
+    EventNames,
+)
+from features.feedback_log import FeedbackLog, RetentionConfig
 from models.blend import BlendWeights
 from serving.bundle import Bundle
-from serving.recommend import impression_records, recommend, score_pairs, similar_items
+from serving.errors import ApiError, answers_errors, describe_os_error
+from serving.feedback_policy import FeedbackPolicy
+from serving.guard import RequestGuard
+from serving.metrics import log_metrics
+from serving.recommend import (
+    SLATE_ID_PATTERN,
+    impression_records,
+    recommend,
+    score_pairs,
+    similar_items,
+)
 from serving.resolve import DEFAULT_BUNDLE, LiveBundle, ReloadError
+
+log = logging.getLogger(__name__)
 
 MAX_K = 1000
 MAX_FILTER_IDS = 10_000  # allow_items / deny_items
 MAX_RECENT = 1000
 MAX_EVENTS = 10_000
 MAX_PAIRS = 1000
-MAX_INT32 = 2**31 - 1
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
-
-
-class ReloadFailed(BentoMLException):
-    """A /reload that could not load the new bundle (409 with the reason); the old one serves on."""
-
-    error_code = HTTPStatus.CONFLICT
+# The contract's id limits (features/contract.py): what the service accepts, ingest keeps.
+Id = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN
+    ),
+]
 
 
 class RecommendedItem(BaseModel):
@@ -110,11 +138,36 @@ class FeedbackEvent(BaseModel):
     event: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     ts: datetime = Field(
         description="ISO-8601 (no zone = UTC) or seconds since the epoch (pydantic reads numbers "
-        "above 2e10 as milliseconds); within [1990, 2100)"
+        "above 2e10 as milliseconds); within LADDER_MAX_CLOCK_SKEW_S ahead of the server clock "
+        "and LADDER_MAX_EVENT_AGE_S behind it"
     )
-    position: int | None = Field(None, ge=0, le=MAX_INT32)
-    propensity: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    slate_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    position: StrictInt | None = Field(None, ge=0, le=MAX_POSITION)
+    propensity: float | None = Field(
+        None, gt=0, le=1, allow_inf_nan=False, description="at least LADDER_MIN_PROPENSITY"
+    )
+    slate_id: str | None = Field(
+        None, description="the slate_id /recommend answered (32 lowercase hex characters)"
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _not_an_impression(cls, event: str) -> str:
+        if event == IMPRESSION:
+            raise ValueError(
+                "impressions are logged by the service itself for every slate it serves, with "
+                "their propensities; post feedback events only"
+            )
+        return event
+
+    @field_validator("slate_id")
+    @classmethod
+    def _issued_slate_id(cls, slate_id: str | None) -> str | None:
+        if slate_id is not None and not SLATE_ID_PATTERN.fullmatch(slate_id):
+            raise ValueError(
+                "slate_id must be a slate_id /recommend returned (32 lowercase hex characters, "
+                f"a uuid4), got {slate_id[:64]!r}"
+            )
+        return slate_id
 
     @field_validator("ts")
     @classmethod
@@ -197,7 +250,16 @@ class Recommender:
 
     def __init__(self) -> None:
         self.live = LiveBundle(os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE))
-        self.feedback_log = FeedbackLog(os.environ.get("LADDER_FEEDBACK_LOG", "data/feedback"))
+        self.metrics = log_metrics()
+        self.feedback_log = FeedbackLog(
+            os.environ.get("LADDER_FEEDBACK_LOG", "data/feedback"),
+            retention=RetentionConfig.from_params_file(
+                os.environ.get("LADDER_PARAMS", "params.yaml")
+            ),
+            on_sync_failure=lambda exc: self.metrics.fsync_failures.inc(),
+        )
+        self.metrics.free_bytes.set(self.feedback_log.free_bytes())
+        self.feedback_policy = FeedbackPolicy.from_env()
         self.default_exploration = _default_exploration()
         self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in (
             "1",
@@ -205,13 +267,21 @@ class Recommender:
             "yes",
         )
 
-    def _append(self, records: list[dict], durable: bool) -> None:
+    def _append(self, records: list[dict], durable: bool, consequence: str) -> None:
+        """Append to the log; a disk that fails it is a 503 naming the cause and ``consequence``."""
         try:
             self.feedback_log.append(records, durable=durable)
         except OSError as exc:
-            raise ServiceUnavailable(f"the feedback log cannot be written: {exc}") from exc
+            self.metrics.append_failures.labels(errno.errorcode.get(exc.errno, "other")).inc()
+            log.error("feedback log append failed: %s", exc)
+            cause = describe_os_error(exc)
+            raise ApiError(503, f"feedback log unavailable: {cause}; {consequence}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                self.metrics.free_bytes.set(self.feedback_log.free_bytes())
 
     @bentoml.api(route="/recommend")
+    @answers_errors
     def recommend(
         self,
         user_id: Annotated[Id | None, Field(description="external user id")] = None,
@@ -219,7 +289,7 @@ class Recommender:
             list[Id] | None,
             Field(max_length=MAX_RECENT, description="a cold user's recent items (query = mean)"),
         ] = None,
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="number of items")] = 10,
+        k: Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items")] = 10,
         exclude_seen: bool = True,
         allow_items: Annotated[
             list[Id] | None, Field(max_length=MAX_FILTER_IDS, description="only these items")
@@ -239,7 +309,7 @@ class Recommender:
             ),
         ] = None,
         seed: Annotated[
-            int | None, Field(ge=0, le=2**63 - 1, description="seeds the slate sampling")
+            StrictInt | None, Field(ge=0, le=2**63 - 1, description="seeds the slate sampling")
         ] = None,
     ) -> RecommendResponse:
         """A slate of k items, best first (or sampled), with per-level probabilities and P[Love].
@@ -269,8 +339,12 @@ class Recommender:
                 rng=np.random.default_rng(seed),
             )
         except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        self._append(impression_records(result), durable=self.sync_impressions)
+            raise ApiError(400, str(exc)) from exc
+        self._append(
+            impression_records(result),
+            durable=self.sync_impressions,
+            consequence="the slate was not served, as it could not be logged",
+        )
         return RecommendResponse(
             user_id=result.user_id,
             slate_id=result.slate_id,
@@ -280,17 +354,18 @@ class Recommender:
         )
 
     @bentoml.api(route="/similar_items")
+    @answers_errors
     def similar_items(
         self,
         item_id: Id,
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="number of items")] = 10,
+        k: Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items")] = 10,
     ) -> SimilarItemsResponse:
         """The k items nearest to ``item_id`` by the inner product of serving item vectors."""
         bundle = self.live.current
         try:
             found = similar_items(bundle, item_id, k)
         except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
+            raise ApiError(400, str(exc)) from exc
         return SimilarItemsResponse(
             item_id=item_id,
             items=[SimilarItem(item_id=i, score=s) for i, s in found],
@@ -298,6 +373,7 @@ class Recommender:
         )
 
     @bentoml.api(route="/score")
+    @answers_errors
     def score(
         self, pairs: Annotated[list[Pair], Field(min_length=1, max_length=MAX_PAIRS)]
     ) -> ScoreResponse:
@@ -306,37 +382,49 @@ class Recommender:
         try:
             scored = score_pairs(bundle, [(p.user_id, p.item_id) for p in pairs])
         except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
+            raise ApiError(400, str(exc)) from exc
         return ScoreResponse(
             scores=[PairScoreOut(**vars(s)) for s in scored], model_version=bundle.model_version
         )
 
     @bentoml.api(route="/feedback")
+    @answers_errors
     def feedback(
         self, events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_EVENTS)]
     ) -> FeedbackResponse:
         """Append events (data contract) to the durable log; 200 = all of them are on disk."""
         bundle = self.live.current
-        allowed = set(event_names(bundle).all)
+        allowed = set(event_names(bundle).all) - {IMPRESSION}
         unknown = sorted({e.event for e in events} - allowed)
         if unknown:
-            raise InvalidArgument(
-                f"unknown event name(s) {unknown}; expected one of {sorted(allowed)}"
+            raise ApiError(
+                400, f"unknown event name(s) {unknown}; expected one of {sorted(allowed)}"
             )
-        self._append([e.record() for e in events], durable=True)
+        problems = self.feedback_policy.problems(events, datetime.now(UTC))
+        if problems:
+            raise ApiError(400, f"{len(problems)} event(s) refused: {problems[0]}", problems)
+        self._append(
+            [e.record() for e in events],
+            durable=True,
+            consequence=f"none of the {len(events)} events was accepted; retry later",
+        )
         return FeedbackResponse(accepted=len(events), model_version=bundle.model_version)
 
     @bentoml.api(route="/reload")
+    @answers_errors
     def reload(self) -> ReloadResponse:
         """Load ``LADDER_BUNDLE`` again and swap it in; on failure keep serving the old one (409)."""
         start = time.perf_counter()
         try:
             old, new = self.live.reload()
         except ReloadError as exc:
-            raise ReloadFailed(str(exc)) from exc
+            raise ApiError(409, str(exc)) from exc
         return ReloadResponse(
             model_version=new.model_version,
             previous_model_version=old.model_version,
             bundle=self.live.spec,
             seconds=time.perf_counter() - start,
         )
+
+
+Recommender.add_asgi_middleware(RequestGuard)

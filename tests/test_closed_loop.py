@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from experiments import closed_loop as loop
 from features.feedback_log import read_records
 from features.sources.synthetic import World, draw_funnel
-from tests.asgi import service_app
+from tests.asgi import AUTH, TOKEN, service_app
 
 S1, S3 = 0.5, 0.75  # σ(0), σ(ln 3)
 
@@ -94,7 +94,8 @@ def world(pipeline_dir) -> World:
 def asgi_client(pipeline_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LADDER_BUNDLE", str(pipeline_dir / "data/serving"))
     monkeypatch.setenv("LADDER_FEEDBACK_LOG", str(tmp_path / "log"))
-    with TestClient(service_app()) as client:
+    monkeypatch.setenv("LADDER_API_TOKEN", TOKEN)
+    with TestClient(service_app(), headers=AUTH) as client:
         yield client, tmp_path / "log"
 
 
@@ -155,7 +156,7 @@ def test_one_round_against_a_real_server_then_retrain_and_reload(pipeline_dir, w
     rng = np.random.default_rng(0)
     with (
         loop.BentoServer(work / "data/serving", log, repo, log_dir=tmp_path) as server,
-        httpx.Client(base_url=server.url) as client,
+        httpx.Client(base_url=server.url, headers=server.auth_headers) as client,
     ):
         users = np.arange(world.n_users)
         first = loop.serve_round(client, world, users, rng, 0, exploration=0.3)

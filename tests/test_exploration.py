@@ -89,3 +89,13 @@ def test_k_larger_than_the_pool_returns_a_permutation():
     assert sorted(order.tolist()) == [0, 1, 2, 3]
     np.testing.assert_allclose(prop, [1 / 4, 1 / 3, 1 / 2, 1.0])
     assert len(list(itertools.permutations(range(3)))) == len(WEIGHTS_123)
+
+
+@pytest.mark.parametrize("temperature", [1e-308, 5e-324, 1e-300, 1e-12])
+def test_a_vanishing_temperature_is_the_top_k_with_propensity_one(temperature):
+    """s/τ overflows for a tiny τ: the sampler must still give the limit, not NaN."""
+    scores = np.array([3.0, -1.0, 7.0, 7.0 - 1e-9, 0.5, -40.0])
+    order, prop = sample_slate(scores, 4, temperature, np.random.default_rng(8))
+    assert order.tolist() == [2, 3, 0, 4]
+    assert np.all(np.isfinite(prop)) and np.all((prop > 0) & (prop <= 1))
+    np.testing.assert_allclose(prop, 1.0)

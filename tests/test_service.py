@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import threading
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,12 @@ from starlette.testclient import TestClient
 
 from features.feedback_log import read_records
 from serving.bundle import load_bundle
-from tests.asgi import service_app
+from tests.asgi import AUTH, TOKEN, service_app
+
+
+def now_iso(**delta) -> str:
+    """The server's clock (± ``delta``) as ISO-8601: posted events must lie near it."""
+    return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,8 @@ def client(served_dir, monkeypatch_module, feedback_dir):
     monkeypatch_module.setenv("LADDER_BUNDLE", str(served_dir))
     monkeypatch_module.setenv("LADDER_FEEDBACK_LOG", str(feedback_dir))
     monkeypatch_module.delenv("LADDER_EXPLORATION", raising=False)
-    with TestClient(service_app()) as c:
+    monkeypatch_module.setenv("LADDER_API_TOKEN", TOKEN)
+    with TestClient(service_app(), headers=AUTH) as c:
         yield c
 
 
@@ -230,7 +238,7 @@ def test_non_finite_numbers_are_a_400(client, body):
 
 
 def test_an_oversized_feedback_batch_is_a_400_and_nothing_is_written(client, feedback_dir):
-    event = {"user_id": "big", "item_id": "i", "event": "click", "ts": "2026-01-01T00:00:00Z"}
+    event = {"user_id": "big", "item_id": "i", "event": "click", "ts": now_iso()}
     r = client.post("/feedback", json={"events": [event] * 10_001})
     assert r.status_code == 400
     assert not any(rec["user_id"] == "big" for rec in read_records(feedback_dir))
@@ -250,7 +258,7 @@ def test_an_oversized_feedback_batch_is_a_400_and_nothing_is_written(client, fee
     ],
 )
 def test_feedback_breaking_the_contract_is_a_400_naming_the_field(client, change, named):
-    event = {"user_id": "u", "item_id": "i", "event": "click", "ts": "2026-01-01T00:00:00Z"}
+    event = {"user_id": "u", "item_id": "i", "event": "click", "ts": now_iso()}
     r = client.post("/feedback", json={"events": [event, {**event, **change}]})
     assert r.status_code == 400, r.text
     assert named in error_text(r)
@@ -406,30 +414,32 @@ def test_exploration_samples_with_logged_plackett_luce_propensities(client, bund
 
 
 def test_posted_feedback_is_in_the_log(client, feedback_dir):
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    slate_id = uuid.uuid4().hex
     events = [
         {
             "user_id": "u-fb",
             "item_id": "i1",
             "event": "click",
-            "ts": 1_767_225_600,
+            "ts": int(when.timestamp()),
             "position": 2,
             "propensity": 0.25,
-            "slate_id": "s-fb",
+            "slate_id": slate_id,
         },
         {
             "user_id": "u-fb",
             "item_id": "i1",
             "event": "love",
-            "ts": "2026-01-01T01:00:00+01:00",
-            "slate_id": "s-fb",
+            "ts": when.astimezone(timezone(timedelta(hours=1))).isoformat(),
+            "slate_id": slate_id,
         },
     ]
     r = client.post("/feedback", json={"events": events})
     assert r.status_code == 200 and r.json()["accepted"] == 2
-    logged = slate_records(feedback_dir, "s-fb")
+    logged = slate_records(feedback_dir, slate_id)
     assert [(x["event"], x["ts"]) for x in logged] == [
-        ("click", "2026-01-01T00:00:00.000000+00:00"),
-        ("love", "2026-01-01T00:00:00.000000+00:00"),
+        ("click", when.isoformat(timespec="microseconds")),
+        ("love", when.isoformat(timespec="microseconds")),
     ]
     assert logged[0]["position"] == 2 and logged[0]["propensity"] == 0.25
 
@@ -447,7 +457,7 @@ def test_served_and_posted_events_come_back_through_ingest(client, bundle, feedb
         "user_id": user_id,
         "item_id": shown["item_id"],
         "event": "click",
-        "ts": "2030-01-01T00:00:00Z",
+        "ts": now_iso(),
         "slate_id": body["slate_id"],
     }
     assert client.post("/feedback", json={"events": [click]}).status_code == 200

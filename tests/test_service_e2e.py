@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ import pytest
 
 from features.feedback_log import ReadStats, read_records
 from serving.bundle import load_bundle
+from tests.asgi import AUTH, TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -45,6 +48,7 @@ class Server:
             "LADDER_BUNDLE": str(bundle),
             "LADDER_FEEDBACK_LOG": str(feedback),
             "LADDER_EXPLORATION": "0",
+            "LADDER_API_TOKEN": TOKEN,
             "BENTOML_DO_NOT_TRACK": "true",
             "OMP_NUM_THREADS": "1",
         }
@@ -108,7 +112,7 @@ def served(pipeline_dir, tmp_path_factory):
     server = Server(pipeline_dir / "data/serving", base / "feedback", base / "server.log")
     try:
         server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as http:
             yield server, http, base / "feedback"
     finally:
         server.kill()
@@ -143,6 +147,36 @@ def test_recommend_over_http_is_logged_and_counted_in_metrics(served, bundle):
     assert 'endpoint="/recommend"' in metrics.text and 'http_response_code="400"' in metrics.text
 
 
+def test_the_real_server_checks_the_token_caps_bodies_and_shapes_errors(served):
+    """serving/guard.py as ASGI middleware of a real `bentoml serve` (not only the in-process app)."""
+    server, http, feedback = served
+    event = {"user_id": "e2e-auth", "item_id": "i0", "event": "click"}
+    event |= {"ts": datetime.now(UTC).isoformat(), "slate_id": uuid.uuid4().hex}
+    anonymous = httpx.post(f"{server.url}/feedback", json={"events": [event]}, timeout=30)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    wrong = {"Authorization": "Bearer " + "x" * len(TOKEN)}
+    r = httpx.post(f"{server.url}/reload", json={}, headers=wrong, timeout=30)
+    assert r.status_code == 403 and r.json() == {
+        "error": "the bearer token is not valid for this server"
+    }
+    assert http.post("/feedback", json={"events": [event]}).status_code == 200
+    assert [x["user_id"] for x in read_records(feedback)].count("e2e-auth") == 1
+
+    big = b'{"user_id": "' + b"x" * (5 << 20) + b'"}'  # above the default 4 MiB cap
+    r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "LADDER_MAX_BODY_BYTES" in r.json()["error"]
+    for r, status in [
+        (http.post("/recommend", json={"user_id": "u", "k": "5"}), 400),  # BentoML's 400, reshaped
+        (http.post("/similar_items", json={"item_id": "no-such-item"}), 400),  # ours
+        (http.post("/feedback", json={"events": [event | {"event": "impression"}]}), 400),
+        (http.get("/no-such-path"), 404),
+    ]:
+        assert r.status_code == status, r.text
+        assert isinstance(r.json()["error"], str) and set(r.json()) <= {"error", "detail"}
+    metrics = http.get("/metrics").text
+    assert "ladder_feedback_log_free_bytes" in metrics
+
+
 def test_acknowledged_feedback_survives_sigkill_exactly_once(
     served, pipeline_dir, bundle, tmp_path
 ):
@@ -153,14 +187,16 @@ def test_acknowledged_feedback_survives_sigkill_exactly_once(
     }
     n_batches, per_batch = 30, 40
     acked = []
+    kill_slates = [uuid.uuid4().hex for _ in range(n_batches + 1)]  # the last one: after restart
+    now = int(datetime.now(UTC).timestamp())
     for b in range(n_batches):
         events = [
             {
                 "user_id": f"kill-u{b}",
                 "item_id": f"i{n}",
                 "event": "click",
-                "ts": 1_767_225_600 + n,
-                "slate_id": f"kill-{b}",
+                "ts": now - n,
+                "slate_id": kill_slates[b],
                 "position": n,
                 "propensity": 0.5,
             }
@@ -176,7 +212,7 @@ def test_acknowledged_feedback_survives_sigkill_exactly_once(
     found = [
         (x["slate_id"], x["item_id"])
         for x in read_records(feedback, stats)
-        if str(x.get("slate_id", "")).startswith("kill-")
+        if x.get("slate_id") in kill_slates
     ]
     assert sorted(found) == sorted(acked)  # every acknowledged event, exactly once
     assert stats.skipped_lines == 0
@@ -191,16 +227,16 @@ def test_acknowledged_feedback_survives_sigkill_exactly_once(
             "user_id": "after",
             "item_id": "i0",
             "event": "cart",
-            "ts": 1_767_225_600,
-            "slate_id": "kill-after",
+            "ts": now,
+            "slate_id": kill_slates[-1],
         }
-        r = httpx.post(f"{again.url}/feedback", json={"events": [event]}, timeout=30)
+        r = httpx.post(f"{again.url}/feedback", json={"events": [event]}, headers=AUTH, timeout=30)
         assert r.status_code == 200
     finally:
         again.kill()
     found = [
         (x["slate_id"], x["item_id"])
         for x in read_records(feedback)
-        if str(x.get("slate_id", "")).startswith("kill-")
+        if x.get("slate_id") in kill_slates
     ]
-    assert sorted(found) == sorted([*acked, ("kill-after", "i0")])
+    assert sorted(found) == sorted([*acked, (kill_slates[-1], "i0")])

@@ -5,7 +5,10 @@ Each JSON record becomes one row: ``user_id, item_id, event, ts, session_id, pos
 clicks, carts, purchases and loves it led to (features/levels.py groups by user, item, session).
 ``ts`` is the ISO-8601 UTC time the service wrote; other record keys (``model_version``) are
 dropped. Nothing is validated here: the ingest stage's contract check quarantines bad rows exactly
-as for the primary source. Torn lines (a writer killed mid-write, never acknowledged) are skipped.
+as for the primary source (a ``position`` or ``propensity`` that is not a number arrives as NaN, so
+it is quarantined rather than read as missing). Torn lines (a writer killed mid-write, never
+acknowledged) are skipped. Day files and their archives are read alike, by Polars, a block at a
+time (features/feedback_log.py: :func:`read_frame`).
 """
 
 from __future__ import annotations
@@ -15,29 +18,27 @@ from pathlib import Path
 import polars as pl
 
 from features.contract import Col
-from features.feedback_log import ReadStats, read_records
+from features.feedback_log import ReadStats, read_frame
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%z"  # datetime.isoformat() with an offset (or Z), as written
 
-SCHEMA: dict[str, pl.DataType] = {
+SLATE_ID = "slate_id"  # the record key that becomes the contract's session_id
+
+# The record keys read from the log, as the reader types them.
+FIELDS: dict[str, pl.DataType] = {
     Col.USER: pl.String(),
     Col.ITEM: pl.String(),
     Col.EVENT: pl.String(),
     Col.TS: pl.String(),
-    Col.SESSION: pl.String(),
-    Col.POSITION: pl.Int64(),
+    SLATE_ID: pl.String(),
+    Col.POSITION: pl.Float64(),
     Col.PROPENSITY: pl.Float64(),
 }
 
 
 def load_feedback(directory: str | Path, stats: ReadStats | None = None) -> pl.DataFrame:
     """The log under ``directory`` as a contract frame (``ts`` as Datetime µs UTC; null if bad)."""
-    columns: dict[str, list] = {c: [] for c in SCHEMA}
-    for record in read_records(directory, stats):
-        for col in SCHEMA:
-            key = "slate_id" if col == Col.SESSION else col
-            columns[col].append(record.get(key))
-    frame = pl.DataFrame(columns, schema=SCHEMA, strict=False)
+    frame = read_frame(directory, FIELDS, stats).rename({SLATE_ID: Col.SESSION})
     return frame.with_columns(
         pl.col(Col.TS)
         .str.replace(r"Z$", "+00:00")

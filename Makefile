@@ -25,8 +25,13 @@ run: install  ## run the whole pipeline on the configured source (default: synth
 test: install  ## run the test suite
 	$(PY) -m pytest -q
 
-serve: install  ## serve the last `dvc repro` on http://localhost:$(PORT)
-	bentoml serve serving.service:Recommender --port $(PORT)
+TOKEN_FILE ?= .api_token
+
+serve: install  ## serve the last `dvc repro` on http://localhost:$(PORT) (/feedback, /reload: token in .api_token)
+	@test -n "$$LADDER_API_TOKEN" || test -s $(TOKEN_FILE) || \
+		(umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > $(TOKEN_FILE))
+	LADDER_API_TOKEN="$${LADDER_API_TOKEN:-$$(cat $(TOKEN_FILE))}" \
+		bentoml serve serving.service:Recommender --port $(PORT)
 
 ui: install  ## open the MLflow UI on http://localhost:$(UI_PORT)
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(UI_PORT)

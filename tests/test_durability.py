@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from features.feedback_log import FeedbackLog, read_records
-from tests.asgi import service_app
+from tests.asgi import serving
 
 NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # one day file, whatever the clock says
 
@@ -86,20 +85,19 @@ def test_a_failed_background_fsync_is_retried_not_forgotten(tmp_path, spy):
 
 
 @pytest.fixture
-def feedback_client(pipeline_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LADDER_BUNDLE", str(pipeline_dir / "data/serving"))
-    monkeypatch.setenv("LADDER_FEEDBACK_LOG", str(tmp_path / "log"))
-    with TestClient(service_app()) as client:
+def feedback_client(pipeline_dir, tmp_path):
+    with serving(pipeline_dir / "data/serving", tmp_path / "log") as client:
         yield client, tmp_path / "log"
 
 
 def _click(pipeline_dir: Path) -> dict:
     import polars as pl
 
-    serving = pipeline_dir / "data/serving"
-    user = pl.read_parquet(serving / "users.parquet")["user_id"][0]
-    item = pl.read_parquet(serving / "items.parquet")["item_id"][0]
-    return {"user_id": user, "item_id": item, "event": "click", "ts": "2030-01-01T00:00:00Z"}
+    serving_dir = pipeline_dir / "data/serving"
+    user = pl.read_parquet(serving_dir / "users.parquet")["user_id"][0]
+    item = pl.read_parquet(serving_dir / "items.parquet")["item_id"][0]
+    now = datetime.now(UTC).isoformat()  # the service refuses events far from its clock
+    return {"user_id": user, "item_id": item, "event": "click", "ts": now}
 
 
 def test_feedback_is_acknowledged_only_once_fsynced(feedback_client, pipeline_dir, spy):
@@ -112,5 +110,6 @@ def test_feedback_is_acknowledged_only_once_fsynced(feedback_client, pipeline_di
     # If the disk cannot flush, the client must not be told the event is safe.
     spy.fail = True
     refused = client.post("/feedback", json={"events": [click]})
-    assert refused.status_code == 503, refused.text  # BentoML hides a 5xx's message
+    assert refused.status_code == 503, refused.text
+    assert "feedback log unavailable" in refused.json()["error"], refused.text
     assert len(list(read_records(log_dir))) >= 1

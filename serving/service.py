@@ -8,16 +8,20 @@ Environment:
 - ``LADDER_FEEDBACK_LOG``: directory of the durable feedback log (default ``data/feedback``);
 - ``LADDER_EXPLORATION``: default softmax temperature of slate sampling (default 0 = top-k);
 - ``LADDER_SYNC_IMPRESSIONS``: ``1`` to fsync each served slate before its response (default ``0``:
-  written before the response, fsync'd by the log's background group commit within 50 ms).
+  written before the response, fsync'd by the log's background group commit within 50 ms);
+- ``LADDER_WORKERS``: worker processes on the one socket (default 1; a number or ``cpu_count``);
+- ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
+  version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
 
 Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
-``/similar_items``, ``/score``, ``/feedback``, ``/reload``; BentoML adds ``/healthz``, ``/readyz``,
-``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
+``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle``; BentoML adds ``/healthz``,
+``/readyz``, ``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
 
 Errors: a body that fails pydantic validation (missing field, wrong type, k or a list size out of
 range) is a 400 with the validation errors; a request that is valid JSON but wrong for the bundle
 (unknown item ids, unknown event names, no user_id and no recent_item_ids) is a 400 naming the
-problem; a failed ``/reload`` is a 409 with the reason and the old bundle keeps serving; a feedback
+problem; a failed ``/reload`` is a 409 with the reason and the old bundle keeps serving (``/reload``
+reaches the one worker that receives it; the others follow within ``LADDER_POLL_SECONDS``); a feedback
 log that cannot be written is a 503 (nothing acknowledged).
 
 Every served slate is appended to the feedback log as ``impression`` events (position, propensity,
@@ -170,6 +174,21 @@ class ReloadResponse(BaseModel):
     previous_model_version: str
     bundle: str
     seconds: float
+    worker_pid: int = Field(description="the worker process that reloaded")
+
+
+class BundleStatus(BaseModel):
+    model_version: str = Field(description="the bundle this worker serves")
+    source: str = Field(description="LADDER_BUNDLE")
+    source_version: str = Field(
+        description="the version of the source loaded: CURRENT's name, or <model>/<number> of "
+        "the registry"
+    )
+    worker_pid: int
+    poll_seconds: float
+    loaded_at: float = Field(description="seconds since the epoch")
+    checked_at: float = Field(description="last check of the source, seconds since the epoch")
+    error: str | None = Field(None, description="why the last check or load failed, if it did")
 
 
 def _default_exploration() -> float:
@@ -183,20 +202,43 @@ def _default_exploration() -> float:
     return value
 
 
+def _env_number(name: str, default: str, minimum: float) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a number ≥ {minimum:g}, got {raw!r}")
+    return value
+
+
+def workers_setting() -> int | str:
+    """``LADDER_WORKERS``: a number of worker processes ≥ 1, or ``cpu_count``."""
+    raw = os.environ.get("LADDER_WORKERS", "1").strip()
+    return raw if raw == "cpu_count" else int(_env_number("LADDER_WORKERS", raw, 1))
+
+
 def event_names(bundle: Bundle) -> EventNames:
     """The event vocabulary: the bundle's levels and (if recorded) reactions, else the defaults."""
     reactions = bundle.manifest.get("reactions", EventNames().reactions)
     return EventNames(tuple(bundle.levels), tuple(reactions))
 
 
-# One worker, so that /reload swaps the only copy of the bundle; 4 threads for the sync APIs so that
-# an fsync or a FAISS search does not hold up the other requests (benchmarks/serving_load.py).
-@bentoml.service(traffic={"timeout": 30}, workers=1, threads=4)
+# LADDER_WORKERS processes (each follows the bundle source on its own); 4 threads per worker for
+# the sync APIs so that an fsync does not hold up the other requests (benchmarks/serving_load.py).
+SERVICE_CONFIG = {"traffic": {"timeout": 30}, "workers": workers_setting(), "threads": 4}
+
+
+@bentoml.service(**SERVICE_CONFIG)
 class Recommender:
-    """GNOLR recommendations from one FAISS index, logged with propensities, reloadable live."""
+    """GNOLR recommendations from one item index, logged with propensities, following the bundle."""
 
     def __init__(self) -> None:
-        self.live = LiveBundle(os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE))
+        self.live = LiveBundle(
+            os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE),
+            poll_seconds=_env_number("LADDER_POLL_SECONDS", "10", 0),
+        )
         self.feedback_log = FeedbackLog(os.environ.get("LADDER_FEEDBACK_LOG", "data/feedback"))
         self.default_exploration = _default_exploration()
         self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in (
@@ -328,7 +370,8 @@ class Recommender:
 
     @bentoml.api(route="/reload")
     def reload(self) -> ReloadResponse:
-        """Load ``LADDER_BUNDLE`` again and swap it in; on failure keep serving the old one (409)."""
+        """Load ``LADDER_BUNDLE`` again in this worker and swap it in; on failure keep serving the
+        old one (409). The other workers follow within ``LADDER_POLL_SECONDS``."""
         start = time.perf_counter()
         try:
             old, new = self.live.reload()
@@ -339,4 +382,14 @@ class Recommender:
             previous_model_version=old.model_version,
             bundle=self.live.spec,
             seconds=time.perf_counter() - start,
+            worker_pid=os.getpid(),
         )
+
+    @bentoml.api(route="/bundle")
+    def bundle(self) -> BundleStatus:
+        """Which bundle version the worker that answers serves, and how it follows the source."""
+        return BundleStatus(**self.live.status())
+
+    @bentoml.on_shutdown
+    def _stop_polling(self) -> None:
+        self.live.stop()

@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 
+from serving.bundle import bundle_dir
 from tests.conftest import TINY_PARAMS, dvc_repo, run, stages_run, write_params
 
 
@@ -39,7 +40,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
         "report",
         "promote",
     }
-    assert (repo / "data/serving/index.faiss").exists()
+    assert (bundle_dir(repo / "data/serving") / "index.faiss").exists()
     assert "make ui" in first and "promote: ladder-gnolr v1 → @champion" in first
 
     assert stages_run(run([*dvc, "repro"], repo, env)) == []

@@ -7,11 +7,11 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench bench-serving loop report lint
+.PHONY: install run test serve ui bench bench-serving loop report lint tracking-server dvc-remote
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,team]'
 	touch $@
 
 install: $(VENV)/.installed  ## create the virtual environment and install pinned dependencies
@@ -24,6 +24,12 @@ test: install  ## run the test suite
 
 serve: install  ## serve the last `dvc repro` on http://localhost:3000
 	bentoml serve serving.service:Recommender --port 3000
+
+tracking-server: install  ## PostgreSQL + S3 (moto) + mlflow server on :5000; then `source .team/env`
+	$(PY) -m pipelines.team_stack up --dir .team
+
+dvc-remote: install  ## DVC's default remote → s3://ladder/dvc at $$MLFLOW_S3_ENDPOINT_URL (source .team/env)
+	$(PY) -m pipelines.team_stack dvc-remote
 
 ui: install  ## open the MLflow UI on http://localhost:5000
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

@@ -57,6 +57,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ensure_port_free(port: int, what: str) -> None:
+    """Fail before starting ``what`` when 127.0.0.1:``port`` is taken (say so, not a late crash)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: a listener
+        try:  # fails, a closed connection's TIME_WAIT does not
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise StackError(
+                f"{what}: port {port} on 127.0.0.1 is in use ({exc.strerror})"
+            ) from exc
+
+
 def _tail(path: Path, n: int = 3000) -> str:
     return path.read_bytes()[-n:].decode(errors="replace") if path.exists() else ""
 
@@ -153,6 +165,7 @@ class Postgres:
             shutil.chown(self.directory, "postgres", "postgres")
         if not (data / "PG_VERSION").exists():
             self._run("initdb", "-D", str(data), "-U", self.user, "-A", "trust", "-E", "UTF8")
+        ensure_port_free(self.port, "PostgreSQL")
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
         self._run(
             "pg_ctl", "-D", str(data), "-l", str(self.directory / "postgres.log"),
@@ -206,6 +219,7 @@ class S3Endpoint:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
+        ensure_port_free(self.port, "moto_server")
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.proc = _popen(cmd, self.log, {**os.environ, **TEST_CREDENTIALS})
         _wait_http(f"{self.url}/moto-api/", self.proc, self.log, timeout)
@@ -268,6 +282,7 @@ class MlflowServer:
         return env
 
     def start(self, timeout: float = 180) -> None:
+        ensure_port_free(self.port, "mlflow server")
         cmd = [
             str(Path(sys.executable).with_name("mlflow")), "server",
             "--backend-store-uri", self.backend_store_uri,

@@ -10,11 +10,11 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench bench-serving loop report lint docs-check
+.PHONY: install run test serve ui bench bench-serving loop report lint docs-check tracking-server dvc-remote
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,team]'
 	touch $@
 
 install: $(VENV)/.installed  ## create the virtual environment and install pinned dependencies
@@ -32,6 +32,12 @@ serve: install  ## serve the last `dvc repro` on http://localhost:$(PORT) (/feed
 		(umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > $(TOKEN_FILE))
 	LADDER_API_TOKEN="$${LADDER_API_TOKEN:-$$(cat $(TOKEN_FILE))}" \
 		bentoml serve serving.service:Recommender --port $(PORT)
+
+tracking-server: install  ## PostgreSQL + S3 (moto) + mlflow server on :5000; then `source .team/env`
+	$(PY) -m pipelines.team_stack up --dir .team
+
+dvc-remote: install  ## DVC's default remote → s3://ladder/dvc at $$MLFLOW_S3_ENDPOINT_URL (source .team/env)
+	$(PY) -m pipelines.team_stack dvc-remote
 
 ui: install  ## open the MLflow UI on http://localhost:$(UI_PORT)
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(UI_PORT)

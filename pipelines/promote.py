@@ -3,7 +3,8 @@
 For each family (gnolr, relmf, plove): gather the candidate's metrics (``<split>/<metric>[/<level>]``
 names, from the DVC metrics files), register a new version of ``<promote.model_prefix><family>``
 (gnolr: a pyfunc whose artifact ``bundle/`` is the whole serving bundle data/serving, so the
-service can serve ``models:/ladder-gnolr@champion``; relmf, plove: the training run's pyfunc), tag it
+service can serve ``models:/ladder-gnolr@champion``: the current version of data/serving, one flat
+bundle directory; relmf, plove: the training run's pyfunc), tag it
 with those metrics, and run the gates of models/promotion.py against the current champion's tags.
 The alias moves only if every gate passes. Each family gets an MLflow run (stage=promote,
 model=<family>, tags decision/registered_model/model_version/champion_version) with the gated
@@ -40,6 +41,7 @@ from pipelines.tracking import (
     tracking_uri,
 )
 from pipelines.train_plove import run_metrics as plove_metrics
+from serving.bundle import bundle_dir
 
 MODELS = Path("data/models")
 SERVING = Path("data/serving")
@@ -69,6 +71,11 @@ def candidate_metrics(family: str) -> dict[str, float]:
     return out
 
 
+def served_bundle() -> Path:
+    """The directory of the bundle the service serves now: the current version of data/serving."""
+    return bundle_dir(SERVING)
+
+
 def bounds(family: str, params: Params) -> tuple[list[Bound], dict[str, float]]:
     """The fixed-limit gates of a family and the values they read (from other stages)."""
     cfg = params.promote
@@ -79,7 +86,7 @@ def bounds(family: str, params: Params) -> tuple[list[Bound], dict[str, float]]:
     extra = {metric: overall["ece_relative"]} if "ece_relative" in overall else {}
     if family == "gnolr":
         gates = [Bound("index_recall", recall, cfg.index_recall_floor, ">=")]
-        if (SERVING / "plove").exists():
+        if (served_bundle() / "plove").exists():
             gates.append(ece)
         return gates, extra
     if family == "plove":
@@ -106,13 +113,13 @@ def champion_metrics(client: MlflowClient, name: str, alias: str):
 def register(family: str, name: str, info: dict) -> str:
     """Register the family's model under ``name`` in the active run; returns the new version."""
     if family == "gnolr":
-        manifest = _json(SERVING / "manifest.json")
+        manifest = _json(served_bundle() / "manifest.json")
         levels = manifest["levels"]
         meta = _json(Path("data/features/meta.json"))
         with tempfile.TemporaryDirectory() as tmp:
             # MLflow names a directory artifact after its source: stage the bundle as bundle/.
             bundle = Path(tmp) / "bundle"
-            shutil.copytree(SERVING, bundle)
+            shutil.copytree(served_bundle(), bundle)
             model = log_pair_model(
                 "gnolr_bundle",
                 GNOLRPairs(levels),
@@ -130,7 +137,8 @@ def candidate_id(family: str, info: dict) -> str:
     """What identifies the candidate model: the serving bundle's content digest for gnolr, the
     training run's logged model for the others."""
     if family == "gnolr":
-        return "bundle:" + file_digest(*sorted(p for p in SERVING.rglob("*") if p.is_file()))
+        served = served_bundle()
+        return "bundle:" + file_digest(*sorted(p for p in served.rglob("*") if p.is_file()))
     return info["model_uri"]
 
 
@@ -142,7 +150,7 @@ def promote_family(family: str, params: Params, client: MlflowClient) -> dict:
     if family != "gnolr" and "model_uri" not in info:
         why = info.get("skipped") or f"{MODELS / family}/info.json has no model_uri"
         return {"family": family, "skipped": why}
-    if family == "gnolr" and not (SERVING / "manifest.json").exists():
+    if family == "gnolr" and not (served_bundle() / "manifest.json").exists():
         return {"family": family, "skipped": f"no serving bundle in {SERVING}"}
     candidate = candidate_metrics(family)
     gates, extra = bounds(family, params)
@@ -164,7 +172,9 @@ def promote_family(family: str, params: Params, client: MlflowClient) -> dict:
     decision: Decision = decide(family, gate, candidate, champ_metrics, gates)
     with start_run(params, "promote", f"promote-{family}", model=family) as run:
         if family == "gnolr":
-            log_dataset(SERVING, "serving-bundle", ["manifest.json", "embeddings.npz"], "promote")
+            log_dataset(
+                served_bundle(), "serving-bundle", ["manifest.json", "embeddings.npz"], "promote"
+            )
         version = register(family, name, info)
         tags = {k: f"{v:.10g}" for k, v in candidate.items()}
         tags |= {

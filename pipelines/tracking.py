@@ -45,13 +45,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
-    """Where a new experiment keeps artifacts: ``LADDER_ARTIFACT_ROOT``, else ``mlartifacts/`` next
-    to the sqlite tracking database (so queued `dvc exp run` workspaces, which are temporary, write
-    beside the repository's mlflow.db), else ``mlartifacts/`` in the repository."""
+def artifact_root() -> str | None:
+    """Where a new experiment keeps artifacts: ``LADDER_ARTIFACT_ROOT``; for a tracking server
+    (``http(s)://``) None, i.e. the server's own artifact store (``mlflow server
+    --artifacts-destination s3://…``: clients upload through the server and need no S3
+    credentials); else ``mlartifacts/`` next to the sqlite tracking database (so queued `dvc exp
+    run` workspaces, which are temporary, write beside the repository's mlflow.db), else
+    ``mlartifacts/`` in the repository."""
     if os.environ.get("LADDER_ARTIFACT_ROOT"):
         return os.environ["LADDER_ARTIFACT_ROOT"]
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return None
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     return (repo_root() / "mlartifacts").as_uri()

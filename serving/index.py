@@ -10,11 +10,37 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class IndexConfig(BaseModel):
-    """Which FAISS index to build and the recall it must reach (params.yaml → ``index``)."""
+class QdrantConfig(BaseModel):
+    """Where ``index.backend: qdrant`` puts the item vectors (serving/qdrant_index.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    url: str = Field(
+        "http://localhost:6333",
+        min_length=1,
+        description="a Qdrant server URL, ':memory:' (one process: tests) or a local directory "
+        "(embedded mode: one process at a time)",
+    )
+    collection: str = Field(
+        "ladder-items",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the alias moved to each new version's collection <collection>-<version>",
+    )
+    hnsw_ef: int = Field(128, ge=1, description="search-time HNSW beam of a Qdrant server")
+
+
+class IndexConfig(BaseModel):
+    """Which index to build, where, and the recall it must reach (params.yaml → ``index``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["faiss", "qdrant"] = Field(
+        "faiss", description="faiss: an index file in the bundle; qdrant: a vector database"
+    )
+    qdrant: QdrantConfig = Field(default_factory=QdrantConfig)
+    keep_versions: int = Field(
+        2, ge=1, description="bundle versions kept in data/serving (the current one included)"
+    )
     kind: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = "auto"
     auto_exact_max_items: int = Field(
         50_000, ge=1, description="auto: exact search up to this size"

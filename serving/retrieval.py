@@ -29,8 +29,10 @@ def _top_k_exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class Retriever:
     """Maximum-inner-product retrieval over ``item_vectors`` (n_items, D).
 
-    ``index`` is any FAISS index over the same vectors (Flat, HNSW, IVF…); without one an exact
-    ``IndexFlatIP`` is built. ``overfetch`` multiplies k when asking the index for candidates.
+    ``index`` is any FAISS index over the same vectors (Flat, HNSW, IVF…) or anything with the same
+    ``ntotal``, ``d`` and ``search(queries, k) -> (scores, ids)`` (a Qdrant collection,
+    serving/qdrant_index.py); without one an exact ``IndexFlatIP`` is built. ``overfetch``
+    multiplies k when asking the index for candidates.
     """
 
     def __init__(

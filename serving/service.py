@@ -13,10 +13,13 @@ Environment:
   body-size cap (serving/guard.py); ``LADDER_MIN_PROPENSITY``, ``LADDER_MAX_CLOCK_SKEW_S``,
   ``LADDER_MAX_EVENT_AGE_S``: what ``/feedback`` accepts (serving/feedback_policy.py);
 - ``LADDER_PARAMS`` (default ``params.yaml``): its ``feedback_log`` section is the log's retention.
+- ``LADDER_WORKERS``: worker processes on the one socket (default 1; a number or ``cpu_count``);
+- ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
+  version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
 
 Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
-``/similar_items``, ``/score``, ``/feedback``, ``/reload``; BentoML adds ``/healthz``, ``/readyz``,
-``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
+``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle``; BentoML adds ``/healthz``,
+``/readyz``, ``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
 
 Errors, all ``{"error": "<message>", "detail": ...}`` (serving/errors.py): a body that fails
 pydantic validation (missing field, wrong type, k or a list size out of range) is a 400 naming the
@@ -24,9 +27,10 @@ fields, with the validation errors as detail; a request that is valid JSON but w
 (unknown item ids, unknown event names, no user_id and no recent_item_ids) or for the feedback
 policy (posted impressions, a slate_id the service never issues, a propensity below the floor, a
 time off the server clock) is a 400 naming the problem; 401 / 403 / 413 from serving/guard.py; a
-failed ``/reload`` is a 409 with the reason and the old bundle keeps serving; a feedback log that
-cannot be written is a 503 naming the cause (``feedback log unavailable: disk full (ENOSPC)``) and
-nothing is acknowledged.
+failed ``/reload`` is a 409 with the reason and the old bundle keeps serving (``/reload``
+reaches the one worker that receives it; the others follow within ``LADDER_POLL_SECONDS``); a
+feedback log that cannot be written is a 503 naming the cause (``feedback log unavailable: disk
+full (ENOSPC)``) and nothing is acknowledged.
 
 Every served slate is appended to the feedback log as ``impression`` events (position, propensity,
 slate_id, model_version) before the response — one locked ``write`` per request, so a killed server
@@ -223,6 +227,21 @@ class ReloadResponse(BaseModel):
     previous_model_version: str
     bundle: str
     seconds: float
+    worker_pid: int = Field(description="the worker process that reloaded")
+
+
+class BundleStatus(BaseModel):
+    model_version: str = Field(description="the bundle this worker serves")
+    source: str = Field(description="LADDER_BUNDLE")
+    source_version: str = Field(
+        description="the version of the source loaded: CURRENT's name, or <model>/<number> of "
+        "the registry"
+    )
+    worker_pid: int
+    poll_seconds: float
+    loaded_at: float = Field(description="seconds since the epoch")
+    checked_at: float = Field(description="last check of the source, seconds since the epoch")
+    error: str | None = Field(None, description="why the last check or load failed, if it did")
 
 
 def _default_exploration() -> float:
@@ -236,20 +255,43 @@ def _default_exploration() -> float:
     return value
 
 
+def _env_number(name: str, default: str, minimum: float) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a number ≥ {minimum:g}, got {raw!r}")
+    return value
+
+
+def workers_setting() -> int | str:
+    """``LADDER_WORKERS``: a number of worker processes ≥ 1, or ``cpu_count``."""
+    raw = os.environ.get("LADDER_WORKERS", "1").strip()
+    return raw if raw == "cpu_count" else int(_env_number("LADDER_WORKERS", raw, 1))
+
+
 def event_names(bundle: Bundle) -> EventNames:
     """The event vocabulary: the bundle's levels and (if recorded) reactions, else the defaults."""
     reactions = bundle.manifest.get("reactions", EventNames().reactions)
     return EventNames(tuple(bundle.levels), tuple(reactions))
 
 
-# One worker, so that /reload swaps the only copy of the bundle; 4 threads for the sync APIs so that
-# an fsync or a FAISS search does not hold up the other requests (benchmarks/serving_load.py).
-@bentoml.service(traffic={"timeout": 30}, workers=1, threads=4)
+# LADDER_WORKERS processes (each follows the bundle source on its own); 4 threads per worker for
+# the sync APIs so that an fsync does not hold up the other requests (benchmarks/serving_load.py).
+SERVICE_CONFIG = {"traffic": {"timeout": 30}, "workers": workers_setting(), "threads": 4}
+
+
+@bentoml.service(**SERVICE_CONFIG)
 class Recommender:
-    """GNOLR recommendations from one FAISS index, logged with propensities, reloadable live."""
+    """GNOLR recommendations from one item index, logged with propensities, following the bundle."""
 
     def __init__(self) -> None:
-        self.live = LiveBundle(os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE))
+        self.live = LiveBundle(
+            os.environ.get("LADDER_BUNDLE", DEFAULT_BUNDLE),
+            poll_seconds=_env_number("LADDER_POLL_SECONDS", "10", 0),
+        )
         self.metrics = log_metrics()
         self.feedback_log = FeedbackLog(
             os.environ.get("LADDER_FEEDBACK_LOG", "data/feedback"),
@@ -413,7 +455,8 @@ class Recommender:
     @bentoml.api(route="/reload")
     @answers_errors
     def reload(self) -> ReloadResponse:
-        """Load ``LADDER_BUNDLE`` again and swap it in; on failure keep serving the old one (409)."""
+        """Load ``LADDER_BUNDLE`` again in this worker and swap it in; on failure keep serving the
+        old one (409). The other workers follow within ``LADDER_POLL_SECONDS``."""
         start = time.perf_counter()
         try:
             old, new = self.live.reload()
@@ -424,7 +467,17 @@ class Recommender:
             previous_model_version=old.model_version,
             bundle=self.live.spec,
             seconds=time.perf_counter() - start,
+            worker_pid=os.getpid(),
         )
+
+    @bentoml.api(route="/bundle")
+    def bundle(self) -> BundleStatus:
+        """Which bundle version the worker that answers serves, and how it follows the source."""
+        return BundleStatus(**self.live.status())
+
+    @bentoml.on_shutdown
+    def _stop_polling(self) -> None:
+        self.live.stop()
 
 
 Recommender.add_asgi_middleware(RequestGuard)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from serving.bundle import bundle_dir
 from tests.asgi import service_app
 from tests.conftest import TINY_PARAMS, dvc_repo, run, stages_run, write_params
 
@@ -42,7 +43,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
         "report",
         "promote",
     }
-    assert (repo / "data/serving/index.faiss").exists()
+    assert (bundle_dir(repo / "data/serving") / "index.faiss").exists()
     assert "make ui" in first and "promote: ladder-gnolr v1 → @champion" in first
     # the bundle serves, with P[Love] since the simulated shop has love reactions
     user = pl.read_parquet(repo / "data/serving/users.parquet")["user_id"][0]

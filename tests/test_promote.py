@@ -22,6 +22,7 @@ from evaluation.promotion import (
     champion_check,
     decide,
 )
+from serving.bundle import bundle_dir
 
 
 def test_champion_comparison_with_tolerance():
@@ -145,21 +146,21 @@ def test_promote_moves_the_alias_only_when_the_gates_pass(promote_dir, capsys):
     assert "promote: ladder-gnolr v2 → @champion" in out
     assert "make ui" in out and "make serve" in out and "dvc exp show" in out
 
-    # The champion bundle is served from the registry: bundle/ holds the whole data/serving.
+    # The champion bundle is served from the registry: bundle/ holds the current bundle version.
     local = Path(mlflow.artifacts.download_artifacts("models:/ladder-gnolr@champion"))
-    served = sorted(p.name for p in (promote_dir / "data/serving").iterdir())
+    served = sorted(p.name for p in bundle_dir(promote_dir / "data/serving").iterdir())
     assert sorted(p.name for p in (local / "artifacts/bundle").iterdir()) == served
     model = mlflow.pyfunc.load_model("models:/ladder-gnolr@champion")
     from models.gnolr.network import GNOLREmbeddings
 
-    expected = GNOLREmbeddings.load(promote_dir / "data/serving/embeddings.npz").probabilities(
-        np.array([1, 2]), np.array([3, 4])
-    )
+    expected = GNOLREmbeddings.load(
+        bundle_dir(promote_dir / "data/serving") / "embeddings.npz"
+    ).probabilities(np.array([1, 2]), np.array([3, 4]))
     pairs = pd.DataFrame({"user_idx": [1, 2], "item_idx": [3, 4]})
     np.testing.assert_allclose(model.predict(pairs).to_numpy(), expected, rtol=1e-6)
 
     # 3. A new bundle (same metrics) that must beat the champion by 1.0: refused, v2 stays.
-    manifest = promote_dir / "data/serving/manifest.json"
+    manifest = bundle_dir(promote_dir / "data/serving") / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "note": "rebuilt"}))
     set_promote(promote_dir, **{"gnolr.tolerance": -1.0})
     promote.main()
@@ -199,7 +200,7 @@ def test_the_default_gate_is_not_fooled_by_the_biased_observed_metric(promote_di
 
     # The experiment: a rebuilt bundle whose evaluated ranking is the popularity ranking.
     (promote_dir / "data/metrics/evaluate.json").write_text(json.dumps({**metrics, "gnolr": pop}))
-    manifest = promote_dir / "data/serving/manifest.json"
+    manifest = bundle_dir(promote_dir / "data/serving") / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "note": "experiment"}))
     promote.main()
     record = json.loads((promote_dir / "data/metrics/promote.json").read_text())["gnolr"]

@@ -19,7 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from features.feedback_log import read_records
-from serving.bundle import load_bundle
+from serving.bundle import bundle_dir, load_bundle
 from tests.asgi import AUTH, TOKEN, service_app
 
 
@@ -37,7 +37,7 @@ def feedback_dir(tmp_path_factory) -> Path:
 def served_dir(pipeline_dir, tmp_path_factory) -> Path:
     """A copy of the pipeline's bundle that the reload tests change (and restore)."""
     directory = tmp_path_factory.mktemp("served") / "bundle"
-    shutil.copytree(pipeline_dir / "data/serving", directory)
+    shutil.copytree(bundle_dir(pipeline_dir / "data/serving"), directory)  # a plain bundle
     return directory
 
 
@@ -47,6 +47,7 @@ def client(served_dir, monkeypatch_module, feedback_dir):
     monkeypatch_module.setenv("LADDER_FEEDBACK_LOG", str(feedback_dir))
     monkeypatch_module.delenv("LADDER_EXPLORATION", raising=False)
     monkeypatch_module.setenv("LADDER_API_TOKEN", TOKEN)
+    monkeypatch_module.setenv("LADDER_POLL_SECONDS", "0")  # the reload tests swap by hand
     with TestClient(service_app(), headers=AUTH) as c:
         yield c
 
@@ -589,7 +590,7 @@ def registry(tmp_path, monkeypatch, pipeline_dir):
     versions = {}
     for n, version in enumerate(["v-one", "v-two"], start=1):
         directory = tmp_path / f"bundle{n}"
-        shutil.copytree(pipeline_dir / "data/serving", directory)
+        shutil.copytree(bundle_dir(pipeline_dir / "data/serving"), directory)
         set_version(directory, version)
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(

@@ -40,7 +40,9 @@ def free_port() -> int:
 class Server:
     """`bentoml serve serving.service:Recommender` in its own session (process group)."""
 
-    def __init__(self, bundle: Path, feedback: Path, log: Path) -> None:
+    def __init__(
+        self, bundle: Path | str, feedback: Path, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -51,6 +53,7 @@ class Server:
             "LADDER_API_TOKEN": TOKEN,
             "BENTOML_DO_NOT_TRACK": "true",
             "OMP_NUM_THREADS": "1",
+            **(env or {}),
         }
         self.log = open(log, "wb")  # noqa: SIM115 — closed in kill()
         self.proc = subprocess.Popen(

@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from features.sources.synthetic import SyntheticConfig, retail_log, simulate
+from serving.bundle import bundle_dir
 from tests.asgi import service_app
 from tests.conftest import dvc_repo, run, stages_run
 
@@ -64,7 +65,8 @@ def test_repro_completes_on_a_log_without_reactions_and_serves(kind, tmp_path, w
     assert "train_plove: skipped" in out and "plove evaluator: skipped" in out
     plove = json.loads((tmp_path / "data/metrics/plove.json").read_text())
     assert "love" in plove["skipped"]
-    manifest = json.loads((tmp_path / "data/serving/manifest.json").read_text())
+    served = bundle_dir(tmp_path / "data/serving")
+    manifest = json.loads((served / "manifest.json").read_text())
     assert manifest["plove"] is False
     promoted = json.loads((tmp_path / "data/metrics/promote.json").read_text())
     assert promoted["gnolr"]["decision"] == "promoted"
@@ -72,7 +74,7 @@ def test_repro_completes_on_a_log_without_reactions_and_serves(kind, tmp_path, w
     batch = pl.read_parquet(tmp_path / "data/batch/recommendations.parquet")
     assert batch.height > 0
 
-    users = pl.read_parquet(tmp_path / "data/serving/users.parquet")["user_id"].to_list()
+    users = pl.read_parquet(served / "users.parquet")["user_id"].to_list()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LADDER_BUNDLE", str(tmp_path / "data/serving"))
         mp.setenv("LADDER_FEEDBACK_LOG", str(tmp_path / "feedback"))

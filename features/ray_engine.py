@@ -114,10 +114,10 @@ def cluster(cfg: DataEngineConfig) -> Iterator[None]:
         _quiet_data_context(ray)
         yield
         return
+    local = {"num_cpus": cfg.num_cpus, "include_dashboard": False} if cfg.address is None else {}
     ray.init(
         address=cfg.address,
-        num_cpus=cfg.num_cpus if cfg.address is None else None,
-        include_dashboard=False,
+        **local,
         logging_level=logging.WARNING,
         # One Polars thread per task: Ray schedules one task per CPU.
         runtime_env={"py_modules": [features], "env_vars": {"POLARS_MAX_THREADS": "1"}},

@@ -233,6 +233,13 @@ def _bad_position(raw: pl.Expr, as_float: pl.Expr) -> pl.Expr:
     return raw.is_not_null() & (as_float.is_null() | ~integral | ~in_range)
 
 
+def check_columns(columns: list[str]) -> None:
+    """Raise :class:`ContractError` when the contract's required columns are not all present."""
+    missing = [c for c in (Col.USER, Col.ITEM, Col.EVENT, Col.TS) if c not in columns]
+    if missing:
+        raise ContractError(f"event log lacks required column(s) {missing}; has {columns}")
+
+
 def validate(
     frame: pl.DataFrame,
     names: EventNames,
@@ -252,9 +259,7 @@ def validate(
     """
     rules = rules or RowRules()
     now = now or datetime.now(UTC)
-    missing = [c for c in (Col.USER, Col.ITEM, Col.EVENT, Col.TS) if c not in frame.columns]
-    if missing:
-        raise ContractError(f"event log lacks required column(s) {missing}; has {frame.columns}")
+    check_columns(frame.columns)
     for col, dtype in (
         (Col.SESSION, pl.String),
         (Col.POSITION, pl.Int32),
@@ -348,6 +353,35 @@ def validate(
         bad_by_reason=dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True)),
     )
     return valid, quarantine, report
+
+
+@dataclass
+class IngestSummary:
+    """What ingest reports of a log: its validation and the valid events' counts."""
+
+    report: ValidationReport
+    events_by_type: dict[str, int]
+    n_users: int
+    n_items: int
+
+    @classmethod
+    def of(cls, valid: pl.DataFrame, report: ValidationReport) -> IngestSummary:
+        """The summary of ``valid`` (from :func:`validate`, with its ``report``)."""
+        counts = valid.group_by(pl.col(Col.EVENT).cast(pl.String)).len()
+        return cls(
+            report=report,
+            events_by_type=dict(zip(counts[Col.EVENT], counts["len"], strict=True)),
+            n_users=valid[Col.USER].n_unique(),
+            n_items=valid[Col.ITEM].n_unique(),
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            **self.report.as_dict(),
+            "events_by_type": dict(self.events_by_type),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+        }
 
 
 def check_bad_fraction(

@@ -25,7 +25,9 @@ def impression_units(events: pl.LazyFrame, names: EventNames) -> pl.LazyFrame:
     Events without a session id are grouped per (user, item). An impression's time is its first
     logged impression, or its first event when only feedback was logged. Output columns:
     ``user_id, item_id, session_id, ts, level (0..T), r_<reaction> (0/1), propensity_logged,
-    position, shown`` (whether an impression event was logged).
+    position, shown`` (whether an impression event was logged). ``propensity_logged`` is that of
+    the unit's earliest impression carrying one, the smallest on a tie of times: no row order, and
+    so no engine, can change it.
     """
     event = pl.col(Col.EVENT).cast(pl.String)
     is_imp = event == IMPRESSION
@@ -42,16 +44,24 @@ def impression_units(events: pl.LazyFrame, names: EventNames) -> pl.LazyFrame:
             pl.coalesce(pl.col(Col.TS).filter(is_imp).min(), pl.col(Col.TS).min()).alias(Col.TS),
             level.alias(Col.LEVEL),
             *[(event == r).any().cast(pl.Int8).alias(reaction_column(r)) for r in names.reactions],
-            pl.col(Col.PROPENSITY).filter(is_imp).drop_nulls().first().alias(Col.PROPENSITY_LOGGED),
+            _earliest_propensity(is_imp).alias(Col.PROPENSITY_LOGGED),
             pl.col(Col.POSITION).filter(is_imp).min().alias(Col.POSITION),
             is_imp.any().alias("shown"),
         )
     )
 
 
-def base_rates(levels: pl.Series, n_levels: int) -> list[float]:
-    """p_c = fraction of rows with level ≥ c, for c = 1..T."""
-    n = len(levels)
-    if n == 0:
-        raise ValueError("cannot compute base rates of an empty training set")
-    return [float((levels >= c).sum()) / n for c in range(1, n_levels + 1)]
+def _earliest_propensity(rows: pl.Expr) -> pl.Expr:
+    """Among ``rows`` with a propensity, the propensity at the earliest time (the smallest on a tie).
+
+    (ts, propensity) is packed into one Int128, the µs time in the high 64 bits and the
+    propensity's IEEE-754 bits in the low 64 (positive doubles order like their bit patterns), so
+    a single ``min`` orders by time, then propensity: an order-independent ``first`` at the cost of
+    a plain aggregation (a per-group sort is several times slower). Times are ≥ 1990 (the
+    contract), hence positive.
+    """
+    key = pl.col(Col.TS).dt.epoch("us").cast(pl.Int128) * 2**64 + pl.col(
+        Col.PROPENSITY
+    ).reinterpret(dtype=pl.Int64).cast(pl.Int128)
+    low_bits = (key.filter(rows).min() % 2**64).cast(pl.Int64)
+    return low_bits.reinterpret(dtype=pl.Float64)

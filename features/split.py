@@ -35,19 +35,25 @@ class SplitConfig(BaseModel):
         return self
 
 
-def time_cuts(ts: pl.Series, cfg: SplitConfig) -> tuple[datetime, datetime]:
-    """Cut times (t_valid, t_test): train is ts < t_valid, valid ts < t_test, test the rest.
-
-    The cuts are the times of the units at ranks round(n·(1 − v − t)) and n − round(n·t), so the
-    split sizes follow the fractions up to ties at the cut times (ties go to the later split).
-    """
-    ordered = ts.sort()
-    n = len(ordered)
+def cut_ranks(n: int, cfg: SplitConfig) -> tuple[int, int]:
+    """0-based ranks, in time order, of the units whose times are the cuts (t_valid, t_test):
+    round(n·(1 − v − t)) and n − round(n·t), each kept inside 1..n-1 so no split is empty."""
     if n < 3:
         raise ValueError(f"a temporal split needs at least 3 impressions, got {n}")
     n_test = min(max(1, round(n * cfg.test_fraction)), n - 2)
     n_train = min(max(1, round(n * (1 - cfg.valid_fraction - cfg.test_fraction))), n - n_test - 1)
-    return ordered[n_train], ordered[n - n_test]
+    return n_train, n - n_test
+
+
+def time_cuts(ts: pl.Series, cfg: SplitConfig) -> tuple[datetime, datetime]:
+    """Cut times (t_valid, t_test): train is ts < t_valid, valid ts < t_test, test the rest.
+
+    The cuts are the times of the units at the :func:`cut_ranks`, so the split sizes follow the
+    fractions up to ties at the cut times (ties go to the later split).
+    """
+    r_valid, r_test = cut_ranks(len(ts), cfg)
+    ordered = ts.sort()
+    return ordered[r_valid], ordered[r_test]
 
 
 def assign_split(units: pl.LazyFrame, cuts: tuple[datetime, datetime]) -> pl.LazyFrame:

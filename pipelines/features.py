@@ -2,7 +2,8 @@
 
 Outputs (atomically, in data/features/): users, items, train, valid, test (.parquet), meta.json
 and, where the source has side features, user_side.npz / item_side.npz (codes per feature);
-metrics in data/metrics/features.json.
+metrics in data/metrics/features.json. With ``scale.data.engine: ray`` the splits are partitioned
+by user bucket (``train.parquet/part-*.parquet``; features/ray_engine.py), with the same rows.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 import mlflow
 import polars as pl
 
-from features import side_features
+from features import ray_engine, side_features
 from features.contract import Col
+from features.split import SPLITS
 from features.training_sets import build_training_sets
 from pipelines.outputs import atomic_dir, write_json
-from pipelines.params import load_params
+from pipelines.params import Params, load_params
 from pipelines.tracking import log_dataset, split_metrics, start_run
 
 INGEST = Path("data/ingest")
@@ -39,45 +41,59 @@ class Steps:
         print(f"features [{self.done}/{self.total}] {what} ({elapsed:.1f} s)", flush=True)
 
 
+def training_sets(params: Params, out: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Build the training sets with the configured engine, writing every split to ``out``;
+    returns the user and item tables and the meta facts."""
+    names, cfg = params.contract.names(), params.features
+    if params.scale.data.engine == "ray":
+        with ray_engine.cluster(params.scale.data):
+            return ray_engine.build_training_sets(IN, names, cfg, out)
+    sets = build_training_sets(pl.scan_parquet(IN), names, cfg)
+    for name, frame in sets.splits.items():
+        frame.write_parquet(out / f"{name}.parquet")
+    return sets.users, sets.items, sets.meta
+
+
 def main() -> None:
     params = load_params()
     step = Steps(4)
-    sets = build_training_sets(pl.scan_parquet(IN), params.contract.names(), params.features)
-    step(f"levels, vocabularies and {params.features.split.method} split of {IN}")
     with atomic_dir(OUT) as tmp:
-        sets.users.write_parquet(tmp / "users.parquet")
-        sets.items.write_parquet(tmp / "items.parquet")
-        for name, frame in sets.splits.items():
-            frame.write_parquet(tmp / f"{name}.parquet")
-        step(f"wrote vocabularies and splits {', '.join(sets.splits)}")
+        users, items, meta = training_sets(params, tmp)
+        step(
+            f"levels, vocabularies, {params.features.split.method} split of {IN} and the splits "
+            f"{', '.join(SPLITS)} ({params.scale.data.engine})"
+        )
+        users.write_parquet(tmp / "users.parquet")
+        items.write_parquet(tmp / "items.parquet")
+        step("wrote the vocabularies")
         for side, vocab, key, index in (
-            ("user", sets.users, Col.USER, Col.USER_IDX),
-            ("item", sets.items, Col.ITEM, Col.ITEM_IDX),
+            ("user", users, Col.USER, Col.USER_IDX),
+            ("item", items, Col.ITEM, Col.ITEM_IDX),
         ):
             table = INGEST / f"{side}_features.parquet"
             if table.exists():
                 codes = side_features.encode(vocab, pl.read_parquet(table), key, index)
                 side_features.save(tmp / f"{side}_side.npz", codes)
-                sets.meta[f"{side}_features"] = side_features.cardinalities(codes)
+                meta[f"{side}_features"] = side_features.cardinalities(codes)
         step("encoded side features")
-        write_json(tmp / "meta.json", sets.meta)
-    write_json(METRICS, {k: sets.meta[k] for k in ("n_users", "n_items", "rows", "base_rates")})
+        write_json(tmp / "meta.json", meta)
+    write_json(METRICS, {k: meta[k] for k in ("n_users", "n_items", "rows", "base_rates")})
     with start_run(params, "features", "features", model="data"):
-        log_dataset(OUT, f"{params.source.kind}-features", [f"{s}.parquet" for s in sets.splits])
-        facts = {"n_users": sets.meta["n_users"], "n_items": sets.meta["n_items"]}
-        facts |= {f"rows/{s}": n for s, n in sets.meta["rows"].items()}
-        facts |= {f"base_rate/{level}": p for level, p in sets.meta["base_rates"].items()}
+        log_dataset(OUT, f"{params.source.kind}-features", [f"{s}.parquet" for s in SPLITS])
+        facts = {"n_users": meta["n_users"], "n_items": meta["n_items"]}
+        facts |= {f"rows/{s}": n for s, n in meta["rows"].items()}
+        facts |= {f"base_rate/{level}": p for level, p in meta["base_rates"].items()}
         mlflow.log_metrics(split_metrics("data", facts))
     step(f"wrote {OUT}/meta.json and {METRICS}")
-    rows = ", ".join(f"{k} {v:,}" for k, v in sets.meta["rows"].items())
+    rows = ", ".join(f"{k} {v:,}" for k, v in meta["rows"].items())
     print(
-        f"features: {sets.meta['n_users']:,} users × {sets.meta['n_items']:,} items; rows {rows} → "
-        f"{OUT}/ (users, items, {', '.join(sets.splits)} .parquet, meta.json), {METRICS}"
+        f"features: {meta['n_users']:,} users × {meta['n_items']:,} items; rows {rows} → "
+        f"{OUT}/ (users, items, {', '.join(SPLITS)} .parquet, meta.json), {METRICS}"
     )
 
 
 if __name__ == "__main__":
     try:
         main()
-    except ValueError as exc:
+    except (ValueError, ray_engine.RayUnavailableError) as exc:
         sys.exit(f"features failed: {exc}")

@@ -182,12 +182,15 @@ def write_csv(path: str | Path, rows: list[dict] | pl.DataFrame, header: list[st
 
 
 def file_digest(*paths: str | Path) -> str:
-    """sha256 over the bytes of the given files, first 16 hex digits."""
+    """sha256 over the bytes of the given files, first 16 hex digits; a directory (a partitioned
+    table) counts as its files in path order."""
     h = hashlib.sha256()
     for p in paths:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        files = sorted(f for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else [p]
+        for file in files:
+            with open(file, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     return h.hexdigest()[:16]
 
 

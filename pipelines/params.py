@@ -15,6 +15,7 @@ from evaluation.policies import PLoveEvaluatorConfig, PLoveSweepConfig
 from evaluation.promotion import PromoteConfig
 from evaluation.protocol import EvaluateConfig
 from features.contract import ContractConfig
+from features.engine import DataEngineConfig
 from features.feedback_log import RetentionConfig
 from features.sources import SourceConfig
 from features.training_sets import FeaturesConfig
@@ -31,6 +32,17 @@ class MlflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     experiment: str = "ladder"
+
+
+class ScaleConfig(BaseModel):
+    """params.yaml → ``scale``: the engines that take a stage past one process (docs/scaling-out.md).
+
+    ``data`` runs ingest and features; the embedded defaults are the reference.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataEngineConfig = Field(default_factory=DataEngineConfig)
 
 
 class Params(BaseModel):
@@ -53,6 +65,7 @@ class Params(BaseModel):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
 class ParamsError(ValueError):

@@ -124,3 +124,23 @@ def test_stratified_split_splits_each_users_positives_and_negatives():
     assert sets.splits["valid"].height == 4 * 2  # round(20 × 0.05) = 1 positive + 1 negative
     again = build_training_sets(valid.lazy(), EventNames(), FeaturesConfig(split=split))
     assert again.splits["test"].equals(test)
+
+
+def test_logged_propensity_is_the_earliest_impressions_whatever_the_row_order():
+    # One unit (a, x, s) logged three times with propensities; the earliest impression (minute 1)
+    # has two copies at different positions, so the tie on time goes to the smaller propensity.
+    # The click at minute 0 carries a propensity but is no impression: it does not count.
+    rows = [
+        ev("a", "x", "impression", 3, propensity=0.05, position=1),
+        ev("a", "x", "impression", 1, propensity=0.4, position=2),
+        ev("a", "x", "impression", 1, propensity=0.3, position=5),
+        ev("a", "x", "click", 0, propensity=0.01),
+        ev("b", "y", "impression", 2),  # no propensity logged: null
+        ev("c", "y", "impression", 2, propensity=1.0),
+    ]
+    expected = {"a": 0.3, "b": None, "c": 1.0}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shuffled = [rows[i] for i in rng.permutation(len(rows))]
+        units = units_of(shuffled)
+        assert dict(zip(units["user_id"], units["propensity_logged"], strict=True)) == expected

@@ -38,7 +38,9 @@ class TabularConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str | None = Field(None, description="the Parquet or CSV file")
+    path: str | None = Field(
+        None, description="the Parquet or CSV file (Parquet: or a directory of .parquet files)"
+    )
     format: Literal["parquet", "csv"] | None = Field(
         None, description="file format; inferred from the suffix when unset"
     )
@@ -74,9 +76,21 @@ def _format(cfg: TabularConfig, path: Path) -> str:
     raise ValueError(f"cannot infer the format of {path}: set format to 'parquet' or 'csv'")
 
 
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a log: the file itself, or a directory's ``*.parquet`` files (at any
+    depth) in path order — the order their rows are read in, which decides which copy of a
+    duplicate row is kept."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise ValueError(f"event log directory {path} holds no .parquet files")
+    return files
+
+
 def _read(cfg: TabularConfig, path: Path) -> pl.DataFrame:
     if _format(cfg, path) == "parquet":
-        return pl.read_parquet(path)
+        return pl.concat([pl.read_parquet(p) for p in parquet_files(path)], how="vertical")
     # All text: "007" stays an id, and a stray bad value cannot break type inference mid-file.
     return pl.read_csv(path, infer_schema=False)
 
@@ -95,6 +109,19 @@ def _ts(raw: pl.Expr, dtype: pl.DataType, unit: str) -> pl.Expr:
     return micros.cast(pl.Int64, strict=False).cast(pl.Datetime("us", "UTC"))
 
 
+def tabular_path(cfg: TabularConfig) -> Path:
+    """The configured log's path (a file, or for Parquet a directory of files); ``ValueError``
+    when it is unset or missing."""
+    if not cfg.path:
+        raise ValueError("the tabular source needs `path`: the Parquet or CSV event log")
+    path = Path(cfg.path)
+    if path.is_dir() and _format(cfg, path) == "parquet":
+        return path
+    if not path.is_file():
+        raise ValueError(f"event log {path} not found")
+    return path
+
+
 def load_tabular(cfg: TabularConfig) -> pl.DataFrame:
     """The file at ``cfg.path`` with the contract's columns, ready for ``validate``.
 
@@ -103,20 +130,20 @@ def load_tabular(cfg: TabularConfig) -> pl.DataFrame:
     ``iso``), ``session_id`` (str) and ``position``, ``propensity`` (raw; null when absent).
     Raises ``ValueError`` when the path is unset or missing, or a mapped column is absent.
     """
-    if not cfg.path:
-        raise ValueError("the tabular source needs `path`: the Parquet or CSV event log")
-    path = Path(cfg.path)
-    if not path.is_file():
-        raise ValueError(f"event log {path} not found")
-    frame = _read(cfg, path)
+    path = tabular_path(cfg)
+    return to_contract(_read(cfg, path), cfg, path.name)
+
+
+def to_contract(frame: pl.DataFrame, cfg: TabularConfig, name: str) -> pl.DataFrame:
+    """``frame`` (the file ``name``, or a part of it) mapped as :func:`load_tabular` describes."""
 
     def source(col: str) -> str | None:
-        name = cfg.columns.get(col, col)
-        if name in frame.columns:
-            return name
+        column = cfg.columns.get(col, col)
+        if column in frame.columns:
+            return column
         if col in REQUIRED or col in cfg.columns:
             raise ValueError(
-                f"column {name!r} (for contract column {col!r}) is not in {path.name}; "
+                f"column {column!r} (for contract column {col!r}) is not in {name}; "
                 f"available columns: {frame.columns}"
             )
         return None
@@ -130,11 +157,11 @@ def load_tabular(cfg: TabularConfig) -> pl.DataFrame:
         Col.TS: _ts(pl.col(names[Col.TS]), frame.schema[names[Col.TS]], cfg.ts_unit),
     }
     for col in OPTIONAL:
-        name = names[col]
-        if name is None:
+        column = names[col]
+        if column is None:
             exprs[col] = pl.lit(None, null_types[col])
         elif col == Col.SESSION:
-            exprs[col] = pl.col(name).cast(pl.String)
+            exprs[col] = pl.col(column).cast(pl.String)
         else:
-            exprs[col] = pl.col(name)
+            exprs[col] = pl.col(column)
     return frame.select(expr.alias(col) for col, expr in exprs.items())

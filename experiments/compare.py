@@ -33,8 +33,9 @@ from evaluation.bootstrap import Interval
 from evaluation.selection import over_seeds, summarise, summarise_auc, verdict
 from experiments.candidates import TOPN, Candidate, graded_candidates, load_tuned, tuned_path
 from experiments.protocols import PROTOCOLS, Graded, MSRecommenders, Scores, Stage
+from models.ensemble import Ensemble, choose_weights
 from models.recommender import Recommender
-from pipelines.outputs import write_json
+from pipelines.outputs import atomic_file, write_json
 from pipelines.params import Params, load_params
 from pipelines.tracking import start_run
 
@@ -71,7 +72,7 @@ def ms_settings(name: str, candidate: Candidate, tuned: dict, protocol: MSRecomm
 def run_ms(args, params: Params) -> dict:
     protocol = MSRecommenders(params.source.cache_dir)
     tuned = load_tuned(args.tuned or tuned_path(protocol.name))
-    results = {}
+    results, fitted = {}, {}
     for name in args.models:
         candidate = TOPN[name]
         settings = ms_settings(name, candidate, tuned, protocol)
@@ -82,24 +83,57 @@ def run_ms(args, params: Params) -> dict:
             model = fit(candidate, seeded, protocol.final())
             seconds = time.perf_counter() - start
             scores = protocol.score(model, protocol.final())
-            per_seed.append((seed, scores, seconds, model.fit_info))
+            per_seed.append((seed, scores, seconds, model))
             print(
                 f"compare: {name} seed {seed}: test NDCG@10 "
                 f"{np.nanmean(scores.per_user['ndcg_at_10']):.4f} ({seconds:.0f} s)",
                 flush=True,
             )
-        results[name] = {
-            "scores": per_seed[0][1],
-            "seconds": per_seed[0][2],
-            "settings": settings,
-            "valid": tuned.get(name, {}).get("valid"),
-            "trials": tuned.get(name, {}).get("trials", 0),
-            "by_seed": {
-                str(s): {m: float(np.nanmean(v)) for m, v in sc.per_user.items()}
-                for s, sc, _, _ in per_seed
-            },
-        }
+        fitted[name] = [m for _, _, _, m in per_seed]
+        results[name] = _ms_entry(per_seed, settings, tuned.get(name, {}))
+    for name in args.models:  # equal-weight ensembles of the refits over seeds: nothing to choose
+        if len(fitted[name]) > 1 and TOPN[name].iterative:
+            model = Ensemble(fitted[name]).fit(protocol.final().train)
+            scores = protocol.score(model, protocol.final())
+            results[f"{name}_x{len(fitted[name])}"] = _ms_entry(
+                [(0, scores, 0.0, model)],
+                {"components": f"{name} refits, seeds {args.seeds}"},
+                {},
+            )
+    if args.blend:
+        results["blend"] = ms_blend(args.blend, fitted, tuned, protocol)
     return {"instances": {"0": results}, "facts": protocol.facts()}
+
+
+def _ms_entry(per_seed: list, settings: dict, tuned: dict) -> dict:
+    return {
+        "scores": per_seed[0][1],
+        "seconds": per_seed[0][2],
+        "settings": settings,
+        "valid": tuned.get("valid"),
+        "trials": tuned.get("trials", 0),
+        "by_seed": {
+            str(s): {m: float(np.nanmean(v)) for m, v in sc.per_user.items()}
+            for s, sc, _, _ in per_seed
+        },
+    }
+
+
+def ms_blend(names: list[str], fitted: dict, tuned: dict, protocol: MSRecommenders) -> dict:
+    """z-score blend of ``names``: weights chosen on validation (components fitted on inner with
+    their final settings, simplex grid step 0.1), then applied to the components fitted on train."""
+    tuning = protocol.tuning()
+    inner = []
+    for name in names:
+        settings = ms_settings(name, TOPN[name], tuned, protocol)
+        model = TOPN[name].build(settings, tuning)
+        inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
+    best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, "ndcg_at_10")
+    model = Ensemble([fitted[n][0] for n in names], best_w).fit(protocol.final().train)
+    scores = protocol.score(model, protocol.final())
+    weights = dict(zip(names, [round(float(x), 2) for x in best_w], strict=True))
+    print(f"compare: blend {weights}: valid {best_v:.4f}", flush=True)
+    return _ms_entry([(0, scores, 0.0, model)], {"weights": weights}, {"valid": best_v})
 
 
 def run_graded(args, params: Params) -> dict:
@@ -265,6 +299,11 @@ def main() -> None:
     parser.add_argument("--tuned", help="tuned settings file (default tuned/<protocol>.yaml)")
     parser.add_argument("--reference", help="model the paired differences are taken against")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--blend",
+        nargs="+",
+        help="ms-recommenders: also a z-score blend of these (weights on valid)",
+    )
     parser.add_argument("--max-epochs", type=int, help="graded: override gnolr.max_epochs")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -320,7 +359,8 @@ def main() -> None:
         )
         args.out.mkdir(parents=True, exist_ok=True)
         out = args.out / f"{stem}.md"
-        out.write_text(header + table + "\n")
+        with atomic_file(out) as tmp:
+            tmp.write_text(header + table + "\n")
         info = {
             name: {k: v for k, v in r.items() if k != "scores"}
             for name, r in next(iter(results["instances"].values())).items()

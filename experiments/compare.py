@@ -41,8 +41,8 @@ from pipelines.tracking import start_run
 
 DEFAULT_MODELS = {
     "ms-recommenders": ["popularity", "bpr", "als", "ease", "gnolr", "gnolr_pointwise"],
-    "graded-temporal": ["popularity", "gnolr", "gnolr_capped", "naive_olr", "bce_per_level"],
-    "simulator": ["popularity", "gnolr", "gnolr_capped", "naive_olr", "mt_bce"],
+    "graded-temporal": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "bce_per_level"],
+    "simulator": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "mt_bce"],
 }
 REFERENCE = {"ms-recommenders": "als", "graded-temporal": "gnolr", "simulator": "gnolr"}
 
@@ -55,16 +55,20 @@ def fit(candidate: Candidate, settings: dict, stage: Stage) -> Recommender:
     return model.fit(stage.train, stage.valid, stage.validation)
 
 
-def ms_settings(name: str, candidate: Candidate, tuned: dict, protocol: MSRecommenders) -> dict:
+def ms_settings(
+    name: str, candidate: Candidate, tuned: dict, protocol: MSRecommenders | None
+) -> dict:
     """Settings of the final refit: the tuned ones (or the defaults) with, for iterative models,
-    the number of epochs chosen on validation (from the tuned file, or by one validated fit)."""
-    entry = tuned.get(name, {})
+    the number of epochs chosen on validation (from the tuned file, or by one validated fit on the
+    tuning part, whose validation score is then recorded as ``tuned[name]["valid"]``)."""
+    entry = tuned.setdefault(name, {})
     settings = {**candidate.defaults, **entry.get("settings", {})}
     if candidate.iterative:
         epochs = entry.get("epochs")
         if epochs is None:
             chooser = fit(candidate, settings, protocol.tuning())
             epochs = chooser.fit_info["epochs"]
+            entry.update(valid=float(chooser.fit_info["best_valid"]), epochs=int(epochs))
         settings["max_epochs"] = int(epochs)
     return settings
 
@@ -72,10 +76,12 @@ def ms_settings(name: str, candidate: Candidate, tuned: dict, protocol: MSRecomm
 def run_ms(args, params: Params) -> dict:
     protocol = MSRecommenders(params.source.cache_dir)
     tuned = load_tuned(args.tuned or tuned_path(protocol.name))
-    results, fitted = {}, {}
+    if args.blend and not set(args.blend) <= set(args.models):
+        raise SystemExit(f"--blend {args.blend}: each must be among --models {args.models}")
+    results, fitted, chosen = {}, {}, {}
     for name in args.models:
         candidate = TOPN[name]
-        settings = ms_settings(name, candidate, tuned, protocol)
+        settings = chosen[name] = ms_settings(name, candidate, tuned, protocol)
         per_seed = []
         for seed in args.seeds if candidate.iterative or name == "als" else args.seeds[:1]:
             seeded = {**settings, "seed": seed} if name != "popularity" else settings
@@ -101,7 +107,7 @@ def run_ms(args, params: Params) -> dict:
                 {},
             )
     if args.blend:
-        results["blend"] = ms_blend(args.blend, fitted, tuned, protocol)
+        results["blend"] = ms_blend(args.blend, fitted, chosen, protocol)
     return {"instances": {"0": results}, "facts": protocol.facts()}
 
 
@@ -119,14 +125,14 @@ def _ms_entry(per_seed: list, settings: dict, tuned: dict) -> dict:
     }
 
 
-def ms_blend(names: list[str], fitted: dict, tuned: dict, protocol: MSRecommenders) -> dict:
+def ms_blend(names: list[str], fitted: dict, chosen: dict, protocol: MSRecommenders) -> dict:
     """z-score blend of ``names``: weights chosen on validation (components fitted on inner with
-    their final settings, simplex grid step 0.1), then applied to the components fitted on train."""
+    their final settings ``chosen``, epochs included; simplex grid step 0.1), then applied to the
+    components fitted on all of train (seed 0). Test is scored once, after the choice."""
     tuning = protocol.tuning()
     inner = []
     for name in names:
-        settings = ms_settings(name, TOPN[name], tuned, protocol)
-        model = TOPN[name].build(settings, tuning)
+        model = TOPN[name].build(chosen[name], tuning)
         inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
     best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, "ndcg_at_10")
     model = Ensemble([fitted[n][0] for n in names], best_w).fit(protocol.final().train)

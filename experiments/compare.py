@@ -44,6 +44,7 @@ DEFAULT_MODELS = {
     "graded-temporal": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "bce_per_level"],
     "simulator": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "mt_bce"],
 }
+UNSEEDED = ("popularity", "ease")  # deterministic: no seed setting, one fit
 REFERENCE = {"ms-recommenders": "als", "graded-temporal": "gnolr", "simulator": "gnolr"}
 
 
@@ -84,7 +85,7 @@ def run_ms(args, params: Params) -> dict:
         settings = chosen[name] = ms_settings(name, candidate, tuned, protocol)
         per_seed = []
         for seed in args.seeds if candidate.iterative or name == "als" else args.seeds[:1]:
-            seeded = {**settings, "seed": seed} if name != "popularity" else settings
+            seeded = {**settings, "seed": seed} if name not in UNSEEDED else settings
             start = time.perf_counter()
             model = fit(candidate, seeded, protocol.final())
             seconds = time.perf_counter() - start
@@ -134,7 +135,8 @@ def ms_blend(names: list[str], fitted: dict, chosen: dict, protocol: MSRecommend
     for name in names:
         model = TOPN[name].build(chosen[name], tuning)
         inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
-    best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, "ndcg_at_10")
+    metric = tuning.validation.monitor.removeprefix("valid/")
+    best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, metric)
     model = Ensemble([fitted[n][0] for n in names], best_w).fit(protocol.final().train)
     scores = protocol.score(model, protocol.final())
     weights = dict(zip(names, [round(float(x), 2) for x in best_w], strict=True))
@@ -345,6 +347,8 @@ def main() -> None:
             command += "".join(f" {kv}" for kv in ([" --shop"] if args.shop else []) + args.shop)
         elif len(args.seeds) > 1:
             command += " --seeds " + " ".join(map(str, args.seeds))
+        if args.blend:
+            command += " --blend " + " ".join(args.blend)
         minutes = (time.perf_counter() - start) / 60
         if args.protocol == "ms-recommenders":
             table = ms_table(results, summary, args.reference)

@@ -50,14 +50,17 @@ def tiny_stage() -> Stage:
     return Stage(train, valid, validation, ["rated"])
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("LADDER_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    params = load_params()
-    params.tune.storage = str(tmp_path / "optuna.db")
-    params.tune.sampler = "random"
-    return params
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One scratch MLflow database and Optuna storage for the module (creating one takes a while)."""
+    tmp = tmp_path_factory.mktemp("tracking")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.setenv("LADDER_ARTIFACT_ROOT", str(tmp / "artifacts"))
+        params = load_params()
+        params.tune.storage = str(tmp / "optuna.db")
+        params.tune.sampler = "random"
+        yield params
 
 
 def test_two_trials_keep_the_best_on_validation_log_child_runs_and_resume(tracking, tmp_path):
@@ -139,3 +142,51 @@ def test_blend_weights_are_chosen_on_validation():
     w, value = choose_weights([bad, good], stage.train, stage.validation, "ndcg_at_3")
     assert w.tolist() == [0.0, 1.0] and value == pytest.approx(1.0)
     assert isinstance(TOPN["ease"], Candidate)
+
+
+class TinyMS:
+    """The MS protocol's shape on the tiny table (the held-out item doubles as the test item)."""
+
+    name = "ms-recommenders"
+    levels = ["rated"]
+
+    def __init__(self, cache_dir) -> None:
+        self.stage = tiny_stage()
+
+    def tuning(self) -> Stage:
+        return self.stage
+
+    def final(self) -> Stage:
+        return Stage(self.stage.train, None, None, self.levels)
+
+    def score(self, model, stage):
+        from experiments.protocols import Scores
+
+        truth = RankingNDCG(Pairs(self.stage.valid.users, self.stage.valid.items), k=3)
+        return Scores({f"{m}_at_10": v for m, v in truth.per_user(model).items()})
+
+    def facts(self) -> dict:
+        return {"users": 12}
+
+
+def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
+    tracking, tmp_path, monkeypatch
+):
+    import experiments.compare as compare
+
+    monkeypatch.setattr(compare, "MSRecommenders", TinyMS)
+    argv = ["compare", "--models", "popularity", "ease", "als", "--blend", "ease", "als"]
+    argv += ["--bootstrap", "50", "--out", str(tmp_path / "out"), "--tuned", str(tmp_path / "x")]
+    monkeypatch.setattr("sys.argv", argv)
+    compare.main()
+    table = (tmp_path / "out" / "compare_ms-recommenders.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
+    }
+    assert {"popularity", "ease", "als", "blend"} <= set(rows)
+    ease_ndcg = float(rows["ease"].split("|")[3].split()[0])
+    assert ease_ndcg > float(rows["popularity"].split("|")[3].split()[0])  # taste groups found
+    assert "tie" in rows["ease"] or "better" in rows["ease"] or "worse" in rows["ease"]
+    assert rows["als"].split("|")[4].strip() == "–"  # the reference has no difference to itself
+    assert '"weights"' in rows["blend"]
+    assert not list((tmp_path / "out").glob(".*"))  # atomic: no temporary files left

@@ -12,6 +12,7 @@ from evaluation.metrics import auc
 from evaluation.selection import over_seeds, summarise
 from experiments.tune import apply_to_params, write_tuned
 from features.protocols import ms_recommenders_movielens, ms_recommenders_split, split_ratings
+from pipelines.params import load_params
 
 
 def pandas_rule(users: np.ndarray, ratio: float = 0.75, seed: int = 42) -> np.ndarray:
@@ -110,3 +111,19 @@ def test_tuned_settings_merge_and_apply_to_params_keeping_comments(tmp_path):
     text = params.read_text()
     assert "# keep me" in text and "scale: per_head" in text
     assert yaml.safe_load(text)["gnolr"]["gamma"] == 3.0
+
+
+def test_every_graded_variant_is_a_valid_change_of_the_pipeline_gnolr():
+    from experiments.candidates import VARIANTS, graded_config
+
+    base = load_params().gnolr
+    per_head = graded_config(base, "gnolr_per_head")
+    assert (per_head.scale, per_head.item_bias, per_head.embedding_dim) == (
+        "per_head",
+        "per_level",
+        base.embedding_dim,
+    )
+    # a per-level bias falls back to a shared one where the ordering bound cannot hold it
+    assert graded_config(base, "mt_bce", {"item_bias": "per_level"}).item_bias == "shared"
+    for name in VARIANTS:
+        graded_config(base, name)

@@ -57,11 +57,16 @@ def fit(candidate: Candidate, settings: dict, stage: Stage) -> Recommender:
 
 
 def ms_settings(
-    name: str, candidate: Candidate, tuned: dict, protocol: MSRecommenders | None
+    name: str,
+    candidate: Candidate,
+    tuned: dict,
+    protocol: MSRecommenders | None,
+    inner: dict[str, Recommender] | None = None,
 ) -> dict:
     """Settings of the final refit: the tuned ones (or the defaults) with, for iterative models,
     the number of epochs chosen on validation (from the tuned file, or by one validated fit on the
-    tuning part, whose validation score is then recorded as ``tuned[name]["valid"]``)."""
+    tuning part, whose validation score is then recorded as ``tuned[name]["valid"]`` and whose
+    model, restored at the chosen epoch, is kept in ``inner[name]`` for the blend)."""
     entry = tuned.setdefault(name, {})
     settings = {**candidate.defaults, **entry.get("settings", {})}
     if candidate.iterative:
@@ -70,6 +75,8 @@ def ms_settings(
             chooser = fit(candidate, settings, protocol.tuning())
             epochs = chooser.fit_info["epochs"]
             entry.update(valid=float(chooser.fit_info["best_valid"]), epochs=int(epochs))
+            if inner is not None:
+                inner[name] = chooser
         settings["max_epochs"] = int(epochs)
     return settings
 
@@ -79,10 +86,10 @@ def run_ms(args, params: Params) -> dict:
     tuned = load_tuned(args.tuned or tuned_path(protocol.name))
     if args.blend and not set(args.blend) <= set(args.models):
         raise SystemExit(f"--blend {args.blend}: each must be among --models {args.models}")
-    results, fitted, chosen = {}, {}, {}
+    results, fitted, chosen, inner = {}, {}, {}, {}
     for name in args.models:
         candidate = TOPN[name]
-        settings = chosen[name] = ms_settings(name, candidate, tuned, protocol)
+        settings = chosen[name] = ms_settings(name, candidate, tuned, protocol, inner)
         per_seed = []
         for seed in args.seeds if candidate.iterative or name == "als" else args.seeds[:1]:
             seeded = {**settings, "seed": seed} if name not in UNSEEDED else settings
@@ -108,7 +115,7 @@ def run_ms(args, params: Params) -> dict:
                 {},
             )
     if args.blend:
-        results["blend"] = ms_blend(args.blend, fitted, chosen, protocol)
+        results["blend"] = ms_blend(args.blend, fitted, chosen, protocol, inner)
     return {"instances": {"0": results}, "facts": protocol.facts()}
 
 
@@ -126,13 +133,23 @@ def _ms_entry(per_seed: list, settings: dict, tuned: dict) -> dict:
     }
 
 
-def ms_blend(names: list[str], fitted: dict, chosen: dict, protocol: MSRecommenders) -> dict:
+def ms_blend(
+    names: list[str],
+    fitted: dict,
+    chosen: dict,
+    protocol: MSRecommenders,
+    inner_fits: dict[str, Recommender] | None = None,
+) -> dict:
     """z-score blend of ``names``: weights chosen on validation (components fitted on inner with
-    their final settings ``chosen``, epochs included; simplex grid step 0.1), then applied to the
-    components fitted on all of train (seed 0). Test is scored once, after the choice."""
+    their final settings ``chosen``, epochs included — the epoch-choosing fits when there were
+    any; simplex grid step 0.1), then applied to the components fitted on all of train (seed 0).
+    Test is scored once, after the choice."""
     tuning = protocol.tuning()
     inner = []
     for name in names:
+        if inner_fits and name in inner_fits:
+            inner.append(inner_fits[name])
+            continue
         model = TOPN[name].build(chosen[name], tuning)
         inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
     metric = tuning.validation.monitor.removeprefix("valid/")

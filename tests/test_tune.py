@@ -175,7 +175,7 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     import experiments.compare as compare
 
     monkeypatch.setattr(compare, "MSRecommenders", TinyMS)
-    argv = ["compare", "--models", "popularity", "ease", "als", "--blend", "ease", "als"]
+    argv = ["compare", "--models", "popularity", "ease", "als", "bpr", "--blend", "ease", "bpr"]
     argv += ["--bootstrap", "50", "--out", str(tmp_path / "out"), "--tuned", str(tmp_path / "x")]
     monkeypatch.setattr("sys.argv", argv)
     compare.main()
@@ -183,7 +183,8 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     rows = {
         line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
     }
-    assert {"popularity", "ease", "als", "blend"} <= set(rows)
+    assert {"popularity", "ease", "als", "bpr", "blend"} <= set(rows)
+    assert rows["bpr"].split("|")[2].strip() != "–"  # its epochs were chosen on validation
     ease_ndcg = float(rows["ease"].split("|")[3].split()[0])
     assert ease_ndcg > float(rows["popularity"].split("|")[3].split()[0])  # taste groups found
     assert "tie" in rows["ease"] or "better" in rows["ease"] or "worse" in rows["ease"]

@@ -359,6 +359,8 @@ def main() -> None:
                         }
                     )
         command = "python -m experiments.compare --protocol " + args.protocol
+        if args.models != DEFAULT_MODELS[args.protocol]:
+            command += " --models " + " ".join(args.models)
         if args.protocol == "simulator":
             command += " --seeds " + " ".join(map(str, args.seeds))
             command += "".join(f" {kv}" for kv in ([" --shop"] if args.shop else []) + args.shop)

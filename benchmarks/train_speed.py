@@ -71,7 +71,6 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
         for s in ("train", "valid")
     }
     names = [str(x) for x in z["levels"]]
-    rates = z["base_rates"].tolist()
     n_users, n_items = int(z["n"][0]), int(z["n"][1])
     cfg = GNOLRConfig(batch_size=batch, max_epochs=epochs, patience=epochs)
     start = time.perf_counter()
@@ -81,7 +80,6 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
             split["valid"],
             n_users,
             n_items,
-            rates,
             names,
             cfg,
             LevelAUC(names),
@@ -94,10 +92,9 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
         split["valid"],
         n_users,
         n_items,
-        rates,
         names,
         cfg,
-        LevelAUC,
+        lambda name, c: LevelAUC([name]),
         progress=False,
         accelerator=accelerator,
     )

@@ -96,3 +96,27 @@ def mean_interval(
     values = np.asarray(values, dtype=np.float64)
     reps = ratio_replicates(values, None, n_bootstrap, seed)
     return percentile_interval(float(values.mean()), reps, alpha, values.size)
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_bootstrap: int, seed: Seed, alpha: float = 0.05
+) -> Interval:
+    """mean(a − b) over the same units (users) with its paired percentile interval: each replicate
+    resamples the users once for both, so what the two share cancels."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError("paired values must be aligned over the same units")
+    return mean_interval(a - b, n_bootstrap, seed, alpha)
+
+
+def grouped_replicates(statistic, groups: np.ndarray, n_bootstrap: int, seed: Seed) -> np.ndarray:
+    """Replicates of ``statistic(weights)`` when whole groups (users) are resampled: a replicate's
+    row weights are the draw counts of each row's group (``groups`` (n,) integer group codes).
+    Statistics that take row weights (e.g. :func:`evaluation.metrics.auc`) then see the resampled
+    data exactly."""
+    _, codes = np.unique(groups, return_inverse=True)
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    out = []
+    for chunk in count_chunks(n_groups, n_bootstrap, seed):
+        out.extend(statistic(c[codes]) for c in chunk)
+    return np.asarray(out, dtype=np.float64)

@@ -30,19 +30,6 @@ def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = Non
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise indices of the k largest of ``scores`` (U, n), best first (ties: lower index first)."""
-    k = min(k, scores.shape[1])
-    part = (
-        np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        if k < scores.shape[1]
-        else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    )
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)
-
-
 def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(k) + 2.0)
 
@@ -84,6 +71,46 @@ def recall_ndcg_mrr(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[st
         "ndcg": float((dcg / ideal).mean()),
         "mrr": float((1.0 / first).mean()),
     }
+
+
+def topn_per_user(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-user NDCG@k, Precision@k, Recall@k and MAP@k of binary relevance, as Microsoft
+    Recommenders' ``python_evaluation`` computes them (checked equal to 1e-15 on its own code).
+
+    ``hits`` (U, ≥k) says whether each ranked item is relevant; ``n_relevant`` (U,) ≥ 1 counts the
+    user's relevant items. NDCG = Σ_{r≤k} hit_r/log2(r+1) over the ideal DCG of min(|T_u|, k) hits;
+    P = hits/k; R = hits/|T_u|; MAP = Σ_{r≤k} hit_r·(hits up to r)/r divided by min(|T_u|, k)
+    (``map_at_k`` of recommenders ≥ 1.2; up to 1.1.1 it divided by |T_u|).
+
+    >>> h = np.array([[True, False, True]])
+    >>> {m: round(float(v[0]), 4) for m, v in topn_per_user(h, np.array([2]), 3).items()}
+    {'ndcg': 0.9197, 'precision': 0.6667, 'recall': 1.0, 'map': 0.8333}
+    """
+    hits = np.asarray(hits, dtype=np.float64)[:, :k]
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    if np.any(n_rel < 1):
+        raise ValueError("every user needs at least one relevant item")
+    disc = _discounts(k)[: hits.shape[1]]
+    ideal = np.cumsum(_discounts(k))[np.minimum(n_rel, k).astype(np.int64) - 1]
+    n_hits = hits.sum(axis=1)
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    return {
+        "ndcg": (hits @ disc) / ideal,
+        "precision": n_hits / k,
+        "recall": n_hits / n_rel,
+        "map": (precision_at * hits).sum(axis=1) / np.minimum(n_rel, k),
+    }
+
+
+def graded_ndcg_per_user(top_gains: np.ndarray, all_gains: np.ndarray, k: int) -> np.ndarray:
+    """Per-user NDCG@k with real-valued gains (see :func:`graded_ndcg`); NaN where the ideal DCG
+    is 0."""
+    disc = _discounts(k)
+    dcg = top_gains[:, :k] @ disc[: min(k, top_gains.shape[1])]
+    best = -np.partition(-all_gains, min(k, all_gains.shape[1]) - 1, axis=1)[:, :k]
+    ideal = -np.sort(-best, axis=1) @ disc[: best.shape[1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), np.nan)
 
 
 def graded_ndcg(top_gains: np.ndarray, all_gains: np.ndarray, k: int) -> float:

@@ -39,12 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evaluation.bootstrap import bootstrap_counts, mean_interval
 from evaluation.calibration import low_propensity_calibration
-from evaluation.metrics import pearson, spearman, top_k
+from evaluation.metrics import pearson, spearman
 from evaluation.slate import SLATE_ESTIMATORS, TopKSlateTerms, topk_slate_terms
 from features.contract import Col
 from features.seen import SeenItems
 from features.sources.synthetic import World, examination, parse_index
 from models.blend import BlendWeights, Search, blended_recommend
+from models.ranking import top_k
 
 if TYPE_CHECKING:  # annotations only: params.yaml validation must not load torch
     from models.gnolr.network import GNOLREmbeddings

@@ -1,200 +1,404 @@
-"""`python -m experiments.compare`: GNOLR, its ablations and the baselines under one protocol.
+"""`python -m experiments.compare --protocol NAME`: every model through the library API, under one
+named, published protocol, with intervals; a Markdown table to ``results/compare_<protocol>.md``.
 
-Builds the training sets of the configured source in memory (as `ingest` + `features` do), trains
-every model with the same params, evaluates each through the service's retrieval path
-(evaluation/protocol.py with serving/recommend.py's rankers), logs one MLflow run per model under a
-parent run, and writes a Markdown results table (rows = models, columns = metrics per level) to
-``results/compare_<source>.md``.
+    python -m experiments.compare --protocol ms-recommenders     # MovieLens-100K, MS Recommenders
+    python -m experiments.compare --protocol graded-temporal     # MovieLens-100K graded, temporal
+    python -m experiments.compare --protocol simulator --seeds 0 1 2
+    python -m experiments.compare --protocol simulator --shop policy_popularity=2 policy_relevance=0.25
 
-    python -m experiments.compare                          # the source in params.yaml
-    python -m experiments.compare --source movielens-100k  # MovieLens-100K with graded levels
-    python -m experiments.compare --source movielens-100k --protocol stratified
+Protocols (experiments/protocols.py): ``ms-recommenders`` fits the settings of
+``tuned/ms-recommenders.yaml`` (``experiments.tune``; defaults otherwise) on all of train and scores
+test once, per ``--seeds`` refit seed; ``graded-temporal`` (source ``--source``, default
+movielens-100k) and ``simulator`` (the synthetic shop of params.yaml, world and model seed per
+``--seeds``) fit on train and early-stop on the validation window. Each model logs a nested
+MLflow run under one parent run.
 
-``--protocol stratified`` is the protocol of the Microsoft Recommenders MovieLens table: every
-rating is a positive (one level), each user's ratings are split at random 75/25 (here 70 train /
-5 validation for early stopping / 25 test), and the top 10 excludes training items.
+Intervals: 95 % bootstrap over users (``--bootstrap`` replicates), paired against ``--reference``
+for differences (users resampled once for both models); over seeds (Student t) for the simulator.
+A difference whose interval holds 0 is a tie.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 
-from evaluation.protocol import TestData, evaluate_scorer, simulator_gain
-from evaluation.validation import LevelAUC
-from features.contract import Col
-from features.seen import SeenItems
-from features.split import SplitConfig
-from features.training_sets import TrainingSets, training_sets_from_source
-from models.baselines import (
-    BPRConfig,
-    PerLevelScorer,
-    PopularityScorer,
-    Scorer,
-    fit_bpr,
-    popularity_counts,
-)
-from models.data import Interactions
-from models.gnolr.fit import fit_gnolr, fit_per_level
-from pipelines.outputs import write_json
+from evaluation.bootstrap import Interval
+from evaluation.selection import over_seeds, summarise, summarise_auc, verdict
+from experiments.candidates import TOPN, Candidate, graded_candidates, load_tuned, tuned_path
+from experiments.protocols import PROTOCOLS, Graded, MSRecommenders, Scores, Stage
+from models.ensemble import Ensemble, choose_weights
+from models.recommender import Recommender
+from pipelines.outputs import atomic_file, write_json
 from pipelines.params import Params, load_params
 from pipelines.tracking import start_run
-from serving.recommend import level_ranker
 
-# GNOLR variants as overrides of the `gnolr` params (methods.md §1 ablations, plus multi-task BCE).
-VARIANTS: dict[str, dict] = {
-    "gnolr": {},
-    "gnolr_v0": {"scoring": "independent"},
-    "gnolr_v1": {"loss": "full"},
-    "naive_olr": {"scoring": "shared", "loss": "full"},
-    "mt_bce": {"scoring": "independent", "loss": "bce"},
+DEFAULT_MODELS = {
+    "ms-recommenders": ["popularity", "bpr", "als", "ease", "gnolr", "gnolr_pointwise"],
+    "graded-temporal": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "bce_per_level"],
+    "simulator": ["popularity", "gnolr", "gnolr_per_head", "naive_olr", "mt_bce"],
 }
-MODELS = [*VARIANTS, "bce_per_level", "bpr", "popularity"]
+UNSEEDED = ("popularity", "ease")  # deterministic: no seed setting, one fit
+REFERENCE = {"ms-recommenders": "als", "graded-temporal": "gnolr", "simulator": "gnolr"}
 
 
-def train_model(
-    name: str, sets: TrainingSets, params: Params, side: tuple[dict, dict] = ({}, {})
-) -> tuple[Scorer, dict]:
-    """Train one model of :data:`MODELS`; returns its scorer and timing facts."""
-    meta = sets.meta
-    names = meta["levels"]
-    rates = [meta["base_rates"][n] for n in names]
-    train, valid = (Interactions.from_frame(sets.splits[s]) for s in ("train", "valid"))
-    n_users, n_items = meta["n_users"], meta["n_items"]
-    start = time.perf_counter()
-    if name in VARIANTS:
-        cfg = params.gnolr.model_copy(update=VARIANTS[name])
-        fit = fit_gnolr(
-            train,
-            valid,
-            n_users,
-            n_items,
-            rates,
-            names,
-            cfg,
-            LevelAUC(names),
-            progress=False,
-            user_features=side[0],
-            item_features=side[1],
-        )
-        return fit.embeddings, {**fit.info, "seconds": time.perf_counter() - start}
-    if name == "bce_per_level":
-        fits = fit_per_level(
-            train,
-            valid,
-            n_users,
-            n_items,
-            rates,
-            names,
-            params.gnolr.model_copy(update={"gamma": "auto"}),
-            LevelAUC,
-            progress=False,
-            user_features=side[0],
-            item_features=side[1],
-        )
-        epochs = sum(f.info["epochs_run"] for f in fits)
-        scorer = PerLevelScorer([f.embeddings for f in fits])
-        return scorer, {"seconds": time.perf_counter() - start, "epochs_run": epochs}
-    if name == "bpr":
-        pos = train.levels >= 1
-        scorer = fit_bpr(
-            train.users[pos], train.items[pos], n_users, n_items, BPRConfig(), len(names)
-        )
-        return scorer, {"seconds": time.perf_counter() - start, "epochs_run": BPRConfig().epochs}
-    if name == "popularity":
-        counts = popularity_counts(train.items, train.levels, n_items, len(names))
-        return PopularityScorer(counts, n_users), {"seconds": time.perf_counter() - start}
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+# --------------------------------------------------------------------------- fitting
 
 
-def results_table(results: dict[str, dict], names: list[str], k: int = 10) -> str:
-    """Markdown: one row per model, AUC, GAUC, NDCG@k, Recall@k (and truth NDCG@k) per level."""
-    metrics = ["auc", "gauc", f"ndcg_at_{k}", f"recall_at_{k}"]
-    if any(f"gt_ndcg_at_{k}/{names[0]}" in r for r in results.values()):
-        metrics.append(f"gt_ndcg_at_{k}")
-    cols = [f"{m}/{n}" for m in metrics for n in names]
+def fit(candidate: Candidate, settings: dict, stage: Stage) -> Recommender:
+    model = candidate.build(settings, stage)
+    return model.fit(stage.train, stage.valid, stage.validation)
+
+
+def ms_settings(
+    name: str,
+    candidate: Candidate,
+    tuned: dict,
+    protocol: MSRecommenders | None,
+    inner: dict[str, Recommender] | None = None,
+) -> dict:
+    """Settings of the final refit: the tuned ones (or the defaults) with, for iterative models,
+    the number of epochs chosen on validation (from the tuned file, or by one validated fit on the
+    tuning part, whose validation score is then recorded as ``tuned[name]["valid"]`` and whose
+    model, restored at the chosen epoch, is kept in ``inner[name]`` for the blend)."""
+    entry = tuned.setdefault(name, {})
+    settings = {**candidate.defaults, **entry.get("settings", {})}
+    if candidate.iterative:
+        epochs = entry.get("epochs")
+        if epochs is None:
+            chooser = fit(candidate, settings, protocol.tuning())
+            epochs = chooser.fit_info["epochs"]
+            entry.update(valid=float(chooser.fit_info["best_valid"]), epochs=int(epochs))
+            if inner is not None:
+                inner[name] = chooser
+        settings["max_epochs"] = int(epochs)
+    return settings
+
+
+def run_ms(args, params: Params) -> dict:
+    protocol = MSRecommenders(params.source.cache_dir)
+    tuned = load_tuned(args.tuned or tuned_path(protocol.name))
+    if args.blend and not set(args.blend) <= set(args.models):
+        raise SystemExit(f"--blend {args.blend}: each must be among --models {args.models}")
+    results, fitted, chosen, inner = {}, {}, {}, {}
+    for name in args.models:
+        candidate = TOPN[name]
+        settings = chosen[name] = ms_settings(name, candidate, tuned, protocol, inner)
+        per_seed = []
+        for seed in args.seeds if candidate.iterative or name == "als" else args.seeds[:1]:
+            seeded = {**settings, "seed": seed} if name not in UNSEEDED else settings
+            start = time.perf_counter()
+            model = fit(candidate, seeded, protocol.final())
+            seconds = time.perf_counter() - start
+            scores = protocol.score(model, protocol.final())
+            per_seed.append((seed, scores, seconds, model))
+            print(
+                f"compare: {name} seed {seed}: test NDCG@10 "
+                f"{np.nanmean(scores.per_user['ndcg_at_10']):.4f} ({seconds:.0f} s)",
+                flush=True,
+            )
+        fitted[name] = [m for _, _, _, m in per_seed]
+        results[name] = _ms_entry(per_seed, settings, tuned.get(name, {}))
+    for name in args.models:  # equal-weight ensembles of the refits over seeds: nothing to choose
+        if len(fitted[name]) > 1 and TOPN[name].iterative:
+            model = Ensemble(fitted[name]).fit(protocol.final().train)
+            scores = protocol.score(model, protocol.final())
+            results[f"{name}_x{len(fitted[name])}"] = _ms_entry(
+                [(0, scores, 0.0, model)],
+                {"components": f"{name} refits, seeds {args.seeds}"},
+                {},
+            )
+    if args.blend:
+        results["blend"] = ms_blend(args.blend, fitted, chosen, protocol, inner)
+    return {"instances": {"0": results}, "facts": protocol.facts()}
+
+
+def _ms_entry(per_seed: list, settings: dict, tuned: dict) -> dict:
+    return {
+        "scores": per_seed[0][1],
+        "seconds": per_seed[0][2],
+        "settings": settings,
+        "valid": tuned.get("valid"),
+        "trials": tuned.get("trials", 0),
+        "by_seed": {
+            str(s): {m: float(np.nanmean(v)) for m, v in sc.per_user.items()}
+            for s, sc, _, _ in per_seed
+        },
+    }
+
+
+def ms_blend(
+    names: list[str],
+    fitted: dict,
+    chosen: dict,
+    protocol: MSRecommenders,
+    inner_fits: dict[str, Recommender] | None = None,
+) -> dict:
+    """z-score blend of ``names``: weights chosen on validation (components fitted on inner with
+    their final settings ``chosen``, epochs included — the epoch-choosing fits when there were
+    any; simplex grid step 0.1), then applied to the components fitted on all of train (seed 0).
+    Test is scored once, after the choice."""
+    tuning = protocol.tuning()
+    inner = []
+    for name in names:
+        if inner_fits and name in inner_fits:
+            inner.append(inner_fits[name])
+            continue
+        model = TOPN[name].build(chosen[name], tuning)
+        inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
+    metric = tuning.validation.monitor.removeprefix("valid/")
+    best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, metric)
+    model = Ensemble([fitted[n][0] for n in names], best_w).fit(protocol.final().train)
+    scores = protocol.score(model, protocol.final())
+    weights = dict(zip(names, [round(float(x), 2) for x in best_w], strict=True))
+    print(f"compare: blend {weights}: valid {best_v:.4f}", flush=True)
+    return _ms_entry([(0, scores, 0.0, model)], {"weights": weights}, {"valid": best_v})
+
+
+def run_graded(args, params: Params) -> dict:
+    instances, facts = {}, {}
+    seeds = args.seeds if args.protocol == "simulator" else args.seeds[:1]
+    for seed in seeds:
+        p = params.model_copy(deep=True)
+        if args.protocol == "simulator":
+            p.source.kind = "synthetic"
+            p.source.synthetic.seed = seed
+            for key, value in (kv.split("=", 1) for kv in args.shop):
+                setattr(p.source.synthetic, key, type(getattr(p.source.synthetic, key))(value))
+        else:
+            p.source.kind = args.source
+        p.gnolr.seed = seed
+        if args.max_epochs:
+            p.gnolr.max_epochs = args.max_epochs
+        tuned = load_tuned(args.tuned or tuned_path(args.protocol))
+        if "gnolr" in tuned:
+            p.gnolr = p.gnolr.model_copy(update=tuned["gnolr"].get("settings", {}))
+        protocol = Graded(p, validation=args.validation)
+        facts[str(seed)] = protocol.facts()
+        candidates = graded_candidates(p.gnolr)
+        results = {}
+        for name in args.models:
+            start = time.perf_counter()
+            settings = {"seed": seed} if name in ("bpr", "als") else {}
+            model = fit(
+                candidates[name], {**candidates[name].defaults, **settings}, protocol.final()
+            )
+            seconds = time.perf_counter() - start
+            scores = protocol.score(model, protocol.final())
+            results[name] = {
+                "scores": scores,
+                "seconds": seconds,
+                "info": _jsonable(model.fit_info),
+            }
+            shown = {k: round(float(np.nanmean(v)), 4) for k, v in scores.per_user.items()}
+            print(f"compare: seed {seed} {name} ({seconds:.0f} s) {shown}", flush=True)
+        instances[str(seed)] = results
+    return {"instances": instances, "facts": facts}
+
+
+def _jsonable(info: dict) -> dict:
+    return json.loads(json.dumps(info, default=lambda x: getattr(x, "tolist", lambda: str(x))()))
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summaries(results: dict, reference: str, n_bootstrap: int) -> dict:
+    """Per instance (seed) and model: every metric with its interval and paired difference."""
+    out = {}
+    for seed, models in results["instances"].items():
+        ref: Scores | None = models.get(reference, {}).get("scores")
+        out[seed] = {}
+        for name, r in models.items():
+            sc: Scores = r["scores"]
+            row = {}
+            for metric, values in sc.per_user.items():
+                other = None if ref is None or name == reference else ref.per_user[metric]
+                row[metric] = summarise(values, other, n_bootstrap, int(seed))
+            for metric, rows in sc.rows.items():
+                other = None if ref is None or name == reference else ref.rows[metric]
+                row[metric] = summarise_auc(rows, other, max(200, n_bootstrap // 5), int(seed))
+            out[seed][name] = row
+    return out
+
+
+def across_seeds(summary: dict, reference: str) -> dict:
+    """Simulator: per model and metric, the mean over seeds and its t-interval, and the mean paired
+    difference to the reference with its t-interval over seeds."""
+    seeds = sorted(summary)
+    out = {}
+    for name in summary[seeds[0]]:
+        out[name] = {}
+        for metric in summary[seeds[0]][name]:
+            vals = [summary[s][name][metric]["mean"] for s in seeds]
+            cell = over_seeds(vals)
+            if name != reference:
+                diffs = [summary[s][name][metric]["diff"]["mean"] for s in seeds]
+                d = over_seeds(diffs)
+                cell["diff"] = d
+                cell["verdict"] = verdict(Interval(d["mean"], d["lower"], d["upper"], 0.05, d["n"]))
+                cell["per_seed_verdicts"] = [summary[s][name][metric]["verdict"] for s in seeds]
+            out[name][metric] = cell
+    return out
+
+
+def _cell(c: dict, digits: int = 4) -> str:
+    if not np.isfinite(c.get("lower", np.nan)):
+        return f"{c['mean']:.{digits}f}"
+    return f"{c['mean']:.{digits}f} [{c['lower']:.{digits}f}, {c['upper']:.{digits}f}]"
+
+
+def _diff(c: dict) -> str:
+    if "diff" not in c:
+        return "–"
+    d = c["diff"]
+    sign = "+" if d["mean"] >= 0 else ""
+    return f"{sign}{d['mean']:.4f} [{d['lower']:+.4f}, {d['upper']:+.4f}] {c['verdict']}"
+
+
+def ms_table(results: dict, summary: dict, reference: str) -> str:
     lines = [
-        "| model | " + " | ".join(cols) + " | train s |",
-        "|---|" + "---:|" * (len(cols) + 1),
+        "| model | valid NDCG@10 | test NDCG@10 [95 % CI] | − "
+        + reference
+        + " (paired) [95 % CI] | P@10 | R@10 | MAP@10 | test NDCG@10 by refit seed | refit s | settings |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for model, r in results.items():
-        best = {c: max(v.get(c, float("nan")) for v in results.values()) for c in cols}
-        cells = []
-        for c in cols:
-            v = r.get(c, float("nan"))
-            cell = f"{v:.4f}" if np.isfinite(v) else "–"
-            cells.append(f"**{cell}**" if np.isfinite(v) and v == best[c] else cell)
-        lines.append(f"| {model} | " + " | ".join(cells) + f" | {r.get('train_seconds', 0):.0f} |")
+    models = results["instances"]["0"]
+    for name, r in models.items():
+        s = summary["0"][name]
+        valid = r.get("valid")
+        by_seed = "/".join(f"{v['ndcg_at_10']:.4f}" for v in r["by_seed"].values())
+        settings = json.dumps(
+            {
+                k: (round(v, 5) if isinstance(v, float) else v)
+                for k, v in r["settings"].items()
+                if k != "seed"
+            }
+        )
+        lines.append(
+            f"| {name} | {'–' if valid is None else f'{valid:.4f}'} | {_cell(s['ndcg_at_10'])} | "
+            f"{_diff(s['ndcg_at_10'])} | {s['precision_at_10']['mean']:.4f} | "
+            f"{s['recall_at_10']['mean']:.4f} | {s['map_at_10']['mean']:.4f} | {by_seed} | "
+            f"{r['seconds']:.0f} | `{settings}` |"
+        )
     return "\n".join(lines)
+
+
+def graded_table(cells: dict, levels: list[str], reference: str, truth: bool) -> str:
+    metrics = [f"ndcg_at_10/{n}" for n in levels] + [f"auc/{n}" for n in levels]
+    if truth:
+        metrics = [f"gt_ndcg_at_10/{n}" for n in levels] + metrics
+    head = "| model | " + " | ".join(metrics) + " |"
+    lines = [head, "|---|" + "---:|" * len(metrics)]
+    for name, row in cells.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row[m]) for m in metrics) + " |")
+    lines += [
+        "",
+        f"Paired differences to `{reference}` (95 % interval; tie = interval holds 0):",
+        "",
+    ]
+    lines += [head, "|---|" + "---:|" * len(metrics)]
+    for name, row in cells.items():
+        if name != reference:
+            lines.append(f"| {name} | " + " | ".join(_diff(row[m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", help="override source.kind")
-    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
-    parser.add_argument("--max-epochs", type=int, help="override gnolr.max_epochs")
-    parser.add_argument("--protocol", choices=["temporal", "stratified"], default="temporal")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ms-recommenders")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--source", default="movielens-100k", help="graded-temporal's source")
+    parser.add_argument("--shop", nargs="*", default=[], help="simulator settings, key=value")
+    parser.add_argument("--validation", choices=["auc", "ndcg"], help="graded early stopping")
+    parser.add_argument("--tuned", help="tuned settings file (default tuned/<protocol>.yaml)")
+    parser.add_argument("--reference", help="model the paired differences are taken against")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--blend",
+        nargs="+",
+        help="ms-recommenders: also a z-score blend of these (weights on valid)",
+    )
+    parser.add_argument("--max-epochs", type=int, help="graded: override gnolr.max_epochs")
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.models = args.models or DEFAULT_MODELS[args.protocol]
+    args.reference = args.reference or REFERENCE[args.protocol]
+    if args.validation is None:
+        args.validation = "auc" if args.protocol == "simulator" else "ndcg"
     params = load_params()
-    if args.source:
-        params.source.kind = args.source
-    if args.protocol == "stratified":
-        params.contract.levels, params.contract.reactions = ["click"], []
-        params.features.split = SplitConfig(
-            method="stratified_random", valid_fraction=0.05, test_fraction=0.25, seed=params.seed
+    stem = f"compare_{args.protocol}" + (f"_{args.tag}" if args.tag else "")
+    with start_run(params, "compare", stem) as parent:
+        mlflow.set_tags({"protocol": args.protocol, "seeds": str(args.seeds)})
+        start = time.perf_counter()
+        results = (
+            run_ms(args, params) if args.protocol == "ms-recommenders" else run_graded(args, params)
         )
-    if args.max_epochs:
-        params.gnolr.max_epochs = args.max_epochs
-    sets, world, user_side, item_side = training_sets_from_source(
-        params.source, params.contract, params.features
-    )
-    names = sets.meta["levels"]
-    test = sets.splits["test"]
-    data = TestData(
-        test[Col.USER_IDX].to_numpy(),
-        test[Col.ITEM_IDX].to_numpy(),
-        test[Col.LEVEL].to_numpy(),
-        SeenItems.from_training(sets.splits["train"], sets.meta["n_users"]),
-        names,
-        sets.meta["n_items"],
-    )
-    gain = simulator_gain(sets.users, sets.items, world, names) if world is not None else None
-
-    results: dict[str, dict] = {}
-    with start_run(params, "compare", f"compare-{params.source.kind}") as parent:
-        for name in args.models:
-            print(f"compare: training {name} ...", flush=True)
-            scorer, info = train_model(name, sets, params, (user_side, item_side))
-            ranker = level_ranker(scorer, data.seen)
-            metrics = evaluate_scorer(scorer, data, params.evaluate.ks, ranker, gain)
-            results[name] = {**metrics, "train_seconds": info["seconds"]}
-            with mlflow.start_run(run_name=name, nested=True):
-                mlflow.set_tags({"stage": "compare", "model": name, "source": params.source.kind})
-                mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if np.isfinite(v)})
-                mlflow.log_metric("train/seconds", info["seconds"])
-            print(f"compare: {name} done in {info['seconds']:.0f} s", flush=True)
-        table = results_table(results, names)
+        summary = summaries(results, args.reference, args.bootstrap)
+        for seed, models in summary.items():
+            for name, row in models.items():
+                with mlflow.start_run(run_name=f"{name}-seed{seed}", nested=True):
+                    mlflow.set_tags({"stage": "compare", "model": name, "seed": seed})
+                    mlflow.log_metrics(
+                        {
+                            f"test/{m.replace('@', '_at_')}": v["mean"]
+                            for m, v in row.items()
+                            if np.isfinite(v["mean"])
+                        }
+                    )
+        command = "python -m experiments.compare --protocol " + args.protocol
+        if args.models != DEFAULT_MODELS[args.protocol]:
+            command += " --models " + " ".join(args.models)
+        if args.protocol == "simulator":
+            command += " --seeds " + " ".join(map(str, args.seeds))
+            command += "".join(f" {kv}" for kv in ([" --shop"] if args.shop else []) + args.shop)
+        elif len(args.seeds) > 1:
+            command += " --seeds " + " ".join(map(str, args.seeds))
+        if args.blend:
+            command += " --blend " + " ".join(args.blend)
+        minutes = (time.perf_counter() - start) / 60
+        if args.protocol == "ms-recommenders":
+            table = ms_table(results, summary, args.reference)
+            payload = {"summary": summary, "facts": results["facts"]}
+        else:
+            levels = list(next(iter(results["instances"].values()))[args.models[0]]["scores"].rows)
+            levels = [m.split("/", 1)[1] for m in levels]
+            truth = args.protocol == "simulator"
+            # over seeds when there are several, else the one seed's bootstrap over users
+            several = truth and len(summary) > 1
+            cells = (
+                across_seeds(summary, args.reference) if several else next(iter(summary.values()))
+            )
+            table = graded_table(cells, levels, args.reference, truth)
+            payload = {"summary": summary, "cells": cells, "facts": results["facts"]}
         header = (
-            f"# Model comparison on `{params.source.kind}`\n\n"
-            f"Test split of the {args.protocol} protocol; {sets.meta['rows']['test']:,} test impressions, "
-            f"{sets.meta['n_items']:,} items ranked per user (training positives excluded). "
-            f"Best value per column in bold. Generated by `python -m experiments.compare"
-            f"{' --source ' + params.source.kind if args.source else ''}"
-            f"{' --protocol stratified' if args.protocol == 'stratified' else ''}` "
-            f"(MLflow run {parent.info.run_id}).\n\n"
+            f"# `{args.protocol}`{(' — ' + ' '.join(args.shop)) if args.shop else ''}\n\n"
+            f"Generated by `{command}` ({minutes:.0f} min, MLflow run {parent.info.run_id}); "
+            f"protocol in experiments/protocols.py, intervals 95 % "
+            f"({'over seeds ' + str(args.seeds) if len(results['instances']) > 1 else 'bootstrap over users'}"
+            f", {args.bootstrap} replicates).\n\n"
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"compare_{params.source.kind}" + (
-            "_stratified" if args.protocol == "stratified" else ""
-        )
         out = args.out / f"{stem}.md"
-        out.write_text(header + table + "\n")
-        write_json(args.out / f"{stem}.json", results)
+        with atomic_file(out) as tmp:
+            tmp.write_text(header + table + "\n")
+        info = {
+            name: {k: v for k, v in r.items() if k != "scores"}
+            for name, r in next(iter(results["instances"].values())).items()
+        }
+        write_json(args.out / f"{stem}.json", {**payload, "models": _jsonable(info)})
         mlflow.log_artifact(str(out))
     print(table)
     print(f"compare: table → {out}")

@@ -21,12 +21,33 @@ from torch.utils.data import IterableDataset
 
 class Validation(Protocol):
     """A family's validation metric: what its module calls each epoch (the arguments are the
-    family's, see its ``module.py``), and the logged name and direction early stopping uses."""
+    family's, see its ``module.py``; a ``kind = "ranking"`` validation is called with the model
+    itself, :class:`models.recommender.RankingValidation`), and the logged name and direction early
+    stopping uses."""
 
     monitor: str  # e.g. "valid/auc_product"
     mode: Literal["max", "min"]
 
     def __call__(self, *args) -> dict[str, float]: ...
+
+
+def is_ranking(validation) -> bool:
+    """Whether ``validation`` ranks with the model itself (rather than reading validation logits)."""
+    return getattr(validation, "kind", None) == "ranking"
+
+
+def trigger_batches() -> IterableDataset:
+    """One empty validation step: lets Lightning run its validation hooks (and so early stopping)
+    for a validation that ranks with the model in ``on_validation_epoch_end``."""
+    return _Trigger()
+
+
+class _Trigger(IterableDataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield (torch.zeros(1),)
 
 
 def seed_everything(seed: int) -> None:
@@ -59,13 +80,16 @@ def train(
     progress: bool = False,
     accelerator: str = "auto",
     checkpoint_dir: str | Path | None = None,
+    eval_every: int = 1,
 ) -> Trained:
     """Fit ``module`` for up to ``max_epochs``; returns what happened.
 
     With ``valid_batches`` and ``monitor``, every epoch is validated, training stops after
     ``patience`` epochs without improvement of ``monitor`` (``mode`` max or min), and the module ends
     with the weights of the best epoch (checkpointed under ``checkpoint_dir``, default a temporary
-    directory). Without, the module keeps the last epoch's weights.
+    directory). Without, the module keeps the last epoch's weights. ``eval_every`` validates every
+    that many epochs (``patience`` then counts validations). ``best_epoch`` is 0-based: the best
+    weights are those after ``best_epoch + 1`` epochs.
     """
     validate = valid_batches is not None and monitor is not None
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +116,7 @@ def train(
             enable_progress_bar=progress,
             enable_model_summary=False,
             num_sanity_val_steps=0,
+            check_val_every_n_epoch=eval_every,
             deterministic=False,
         )
         start = time.perf_counter()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evaluation.policies import PLoveEvaluatorConfig, PLoveSweepConfig
 from evaluation.promotion import PromoteConfig
 from evaluation.protocol import EvaluateConfig
+from evaluation.selection import TuneConfig
 from features.contract import ContractConfig
 from features.engine import DataEngineConfig
 from features.feedback_log import RetentionConfig
@@ -64,6 +65,7 @@ class Params(BaseModel):
     plove_sweep: PLoveSweepConfig = Field(default_factory=PLoveSweepConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 

@@ -49,7 +49,6 @@ def main() -> None:
             valid,
             meta["n_users"],
             meta["n_items"],
-            [meta["base_rates"][name] for name in meta["levels"]],
             meta["levels"],
             params.gnolr,
             LevelAUC(meta["levels"]),

@@ -107,7 +107,7 @@ def _cold_user(bundle: Bundle, recent: np.ndarray) -> GNOLREmbeddings:
     mean = emb.items[recent].astype(np.float64).mean(axis=0)  # (H, d)
     norm = np.linalg.norm(mean, axis=1, keepdims=True)
     pseudo = np.where(norm > 0, mean / np.where(norm > 0, norm, 1.0), 0.0)[None]
-    return GNOLREmbeddings(pseudo, pseudo, emb.gamma, emb.thresholds, emb.scoring)
+    return emb.with_users(pseudo)
 
 
 def _concat(*parts: np.ndarray | None) -> np.ndarray:
@@ -242,14 +242,7 @@ def recommend(
             pseudo.user_vectors(), n_pool, exclude=[exclude], allow=[allow]
         )
         ids = ids[0][ids[0] != NO_ITEM]
-        scorer = GNOLREmbeddings(
-            pseudo.users,
-            bundle.embeddings.items[ids],
-            pseudo.gamma,
-            pseudo.thresholds,
-            pseudo.scoring,
-        )
-        logits = scorer.logits(np.zeros(ids.size, np.int64), np.arange(ids.size))
+        logits = pseudo.logits(np.zeros(ids.size, np.int64), ids)
         scores, probs = logits[:, -1], 1.0 / (1.0 + np.exp(-logits))
     else:
         fallback = "popular"

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from serving.bundle import VERSIONS, Bundle, bundle_dir, current_version, load_bundle
@@ -196,7 +197,10 @@ class LiveBundle:
         self._thread: threading.Thread | None = None
         if poll_seconds > 0:
             self._thread = threading.Thread(
-                target=self._poll, name="ladder-bundle-poll", daemon=True
+                target=_poll,
+                args=(weakref.ref(self), self._stop, poll_seconds),
+                name="ladder-bundle-poll",
+                daemon=True,
             )
             self._thread.start()
 
@@ -265,12 +269,20 @@ class LiveBundle:
             "error": self.error,
         }
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self.check()
-
     def stop(self) -> None:
-        """Stop polling (the service's shutdown)."""
+        """Stop polling now (it also stops by itself once this object is garbage-collected)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def _poll(ref: weakref.ref[LiveBundle], stop: threading.Event, seconds: float) -> None:
+    """Check the source every ``seconds`` until stopped or until the LiveBundle is gone: the thread
+    holds only a weak reference, so a discarded service instance (BentoML has no reliable shutdown
+    hook for an instance that failed to start) never leaves a poller behind."""
+    while not stop.wait(seconds):
+        live = ref()
+        if live is None:
+            return
+        live.check()
+        del live

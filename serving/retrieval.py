@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from evaluation.metrics import top_k
+from models.ranking import top_k
 
 NO_ITEM = -1
 

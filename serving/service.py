@@ -475,9 +475,5 @@ class Recommender:
         """Which bundle version the worker that answers serves, and how it follows the source."""
         return BundleStatus(**self.live.status())
 
-    @bentoml.on_shutdown
-    def _stop_polling(self) -> None:
-        self.live.stop()
-
 
 Recommender.add_asgi_middleware(RequestGuard)

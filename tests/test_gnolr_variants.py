@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluation.metrics import gauc
-from models.baselines import BPRConfig, PerLevelScorer, PopularityScorer, fit_bpr
+from models.baselines import PerLevelScorer, PopularityScorer
 from models.data import Interactions
 from models.gnolr.config import GNOLRConfig, resolve_gamma
 from models.gnolr.loss import gnolr_loss, listwise_loss
@@ -115,16 +115,6 @@ def test_baseline_scorers():
     assert per_level.logits(np.array([0]), np.array([1]))[0].tolist() == pytest.approx([1.0, 1.0])
 
 
-def test_bpr_learns_a_clear_preference():
-    # Users 0–9 like items 0–4, users 10–19 like items 5–9.
-    users = np.repeat(np.arange(20), 5)
-    items = np.concatenate([np.arange(5) if u < 10 else np.arange(5, 10) for u in range(20)])
-    scorer = fit_bpr(users, items, 20, 10, BPRConfig(dim=8, epochs=60, batch_size=32, lr=0.05))
-    s = scorer.users @ scorer.items.T
-    assert (s[:10, :5].mean(axis=1) > s[:10, 5:].mean(axis=1)).all()
-    assert (s[10:, 5:].mean(axis=1) > s[10:, :5].mean(axis=1)).all()
-
-
 def test_gauc_weights_per_user_auc_by_impressions():
     scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.3])
     labels = np.array([1, 0, 0, 1, 1, 0, 0])
@@ -170,7 +160,7 @@ def test_ips_training_needs_propensities():
 
     rows = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([0, 1]))
     with pytest.raises(ValueError, match="propensity"):
-        fit_gnolr(rows, rows, 2, 2, [0.5], ["click"], GNOLRConfig(loss="ips"), progress=False)
+        fit_gnolr(rows, rows, 2, 2, ["click"], GNOLRConfig(loss="ips"), progress=False)
 
 
 def test_per_level_baseline_trains_one_single_level_bce_model_per_level(monkeypatch):
@@ -178,12 +168,12 @@ def test_per_level_baseline_trains_one_single_level_bce_model_per_level(monkeypa
 
     seen = []
 
-    def fake_fit(train, valid, n_users, n_items, rates, names, cfg, validation, **kwargs):
-        seen.append((train.levels.tolist(), rates, names, cfg.loss))
+    def fake_fit(train, valid, n_users, n_items, names, cfg, validation, **kwargs):
+        seen.append((train.levels.tolist(), names, cfg.loss))
         return names
 
     monkeypatch.setattr(mt, "fit_gnolr", fake_fit)
     rows = Interactions(np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([0, 2, 1]))
-    fits = mt.fit_per_level(rows, rows, 3, 3, [0.5, 0.2], ["click", "cart"], GNOLRConfig())
+    fits = mt.fit_per_level(rows, rows, 3, 3, ["click", "cart"], GNOLRConfig())
     assert fits == [["click"], ["cart"]]
-    assert seen == [([0, 1, 1], [0.5], ["click"], "bce"), ([0, 1, 0], [0.2], ["cart"], "bce")]
+    assert seen == [([0, 1, 1], ["click"], "bce"), ([0, 1, 0], ["cart"], "bce")]

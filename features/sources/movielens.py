@@ -13,10 +13,16 @@ Mapping of one rating (user u, item i, rating r, time t in epoch seconds) to con
 * no ``love``: MovieLens has no separate reaction.
 
 MovieLens logs no impressions, so the unrated exposures are *sampled*: for each rating,
-``negatives_per_rating`` items are drawn uniformly (with replacement, seeded) from the items u never
-rated, and emitted as ``impression`` rows at ``ts = t`` with their own session id
+``negatives_per_rating`` items are drawn uniformly (with replacement, seeded) from the items u had
+not rated by time t, and emitted as ``impression`` rows at ``ts = t`` with their own session id
 ``"ml-<u>-<i>-neg<k>"`` (k = 0..negatives_per_rating-1; ``i`` is the rated item they accompany).
 They are plausible non-clicks, not logged exposures: models see them as level 0.
+
+The pool is "not rated *by then*", not "never rated": an item u rates later can be sampled. Drawing
+from the items u never rated anywhere in the log would keep every one of u's validation and test
+items out of its training negatives — the held-out future leaking into training (it inflated a
+validation NDCG@10 by 0.034 in one measurement). With a temporal split the items excluded from a
+training row's pool are all training items of u.
 
 :func:`load_movielens_features` returns the user table (age, gender, occupation) and the item table
 (release year, genres).
@@ -32,6 +38,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import IMPRESSION, Col
+from features.negatives import PairSet
 from features.sources.fetch import RECBOLE, fetch_wheel, read_member
 
 ML100K_DIR = "recbole/dataset_example/ml-100k"
@@ -86,33 +93,24 @@ def read_ratings(cache_dir: Path) -> pl.DataFrame:
 
 
 def sample_unrated(
-    users: np.ndarray, rated: np.ndarray, n_items: int, k: int, rng: np.random.Generator
+    users: np.ndarray,
+    rated: np.ndarray,
+    n_items: int,
+    k: int,
+    rng: np.random.Generator,
+    ts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``k`` item codes per row drawn uniformly from the items its user never rated.
+    """``k`` item codes per rating drawn uniformly from the items its user had not rated by then.
 
-    ``users`` (n,) and ``rated`` (n,) are the integer user and item codes of the ratings; items are
-    ``0..n_items-1``. Returns shape (n, k). Rejection sampling against the sorted (user, item) keys.
+    ``users``, ``rated`` (n,) are the integer user and item codes of the ratings and ``ts`` (n,)
+    their times; items are ``0..n_items-1``. Row r's draws avoid every item ``users[r]`` rated at or
+    before ``ts[r]`` (without ``ts``: every item the user rated at all). Returns shape (n, k).
     """
     n = users.size
     if k == 0 or n == 0:
         return np.empty((n, k), dtype=np.int64)
-    keys = np.unique(users.astype(np.int64) * n_items + rated)
-    n_rated = np.bincount(keys // n_items)
-    if n_rated.max() >= n_items:
-        raise ValueError("a user rated every item: no unrated items to sample negatives from")
-
-    def is_rated(user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        key = user * n_items + item
-        idx = np.minimum(np.searchsorted(keys, key), keys.size - 1)
-        return keys[idx] == key
-
-    owner = np.repeat(users.astype(np.int64), k)
-    draws = rng.integers(0, n_items, owner.size)
-    todo = np.flatnonzero(is_rated(owner, draws))
-    while todo.size:
-        draws[todo] = rng.integers(0, n_items, todo.size)
-        todo = todo[is_rated(owner[todo], draws[todo])]
-    return draws.reshape(n, k)
+    rated_pairs = PairSet(users, rated, n_items, ts)
+    return rated_pairs.sample_outside(users, k, rng, at=ts)
 
 
 def load_movielens(cfg: MovieLensConfig, cache_dir: Path) -> pl.DataFrame:
@@ -142,7 +140,8 @@ def load_movielens(cfg: MovieLensConfig, cache_dir: Path) -> pl.DataFrame:
         _, user_code = np.unique(ratings[Col.USER].to_numpy(), return_inverse=True)
         item_vocab, item_code = np.unique(ratings[Col.ITEM].to_numpy(), return_inverse=True)
         rng = np.random.default_rng(cfg.seed)
-        draws = sample_unrated(user_code, item_code, item_vocab.size, k, rng)
+        ts = ratings[Col.TS].dt.epoch("us").to_numpy()
+        draws = sample_unrated(user_code, item_code, item_vocab.size, k, rng, ts)
         owner = np.repeat(np.arange(ratings.height), k)
         slot = np.tile(np.arange(k), ratings.height).astype(str)
         negatives = base.select(pl.col(Col.USER, Col.TS, Col.SESSION).gather(owner)).with_columns(

@@ -6,6 +6,7 @@ ANN index, reload, model resolution through a real MLflow registry, and the inge
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import threading
@@ -644,3 +645,36 @@ def test_a_live_bundle_serves_the_champion_and_reload_follows_the_alias(registry
 
 
 # /metrics needs the Prometheus set-up of a real `bentoml serve`: see tests/test_service_e2e.py
+
+
+def test_score_matches_a_hand_computation_from_the_bundles_arrays(client, bundle):
+    """/score against the formulas written out from the bundle's arrays — not the calls the
+    endpoint makes: P(level ≥ c) = σ(γ_c·Σ_{h≤c} cos_h − a_c) (nested, shared scale) and
+    P[Love] = calibrate(logit(Π_h σ(u_h·i_h + b_u + b_i + b_pos + b)) + log w) at position 0."""
+    emb, love = bundle.embeddings, bundle.plove
+    assert emb.scoring == "nested" and emb.scale == "shared" and love is not None
+    users = list(bundle.user_index)[:4]
+    items = [str(i) for i in bundle.item_ids[5:9]]
+    pairs = list(zip(users, items, strict=True))
+    r = client.post("/score", json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
+    assert r.status_code == 200, r.text
+    for (user, item), row in zip(pairs, r.json()["scores"], strict=True):
+        u, i = bundle.user_index[user], bundle.item_index[item]
+        cos = [float(np.dot(emb.users[u, h], emb.items[i, h])) for h in range(emb.users.shape[1])]
+        for c, level in enumerate(bundle.levels):
+            logit = emb.gamma[c] * sum(cos[: c + 1]) - emb.thresholds[c]
+            if emb.item_bias is not None:
+                logit += emb.item_bias[i, c]
+            assert row["probabilities"][level] == pytest.approx(1 / (1 + math.exp(-logit)), 1e-5)
+        heads = [
+            float(love.user_vectors[h, u] @ love.item_vectors[h, i])
+            + love.user_bias[h, u]
+            + love.item_bias[h, i]
+            + love.position_bias[h, 0]
+            + love.bias[h]
+            for h in range(love.n_heads)
+        ]
+        p = math.prod(1 / (1 + math.exp(-x)) for x in heads)
+        raw = math.log(p / (1 - p)) + math.log(love.negative_rate)
+        expected = float(love.calibrator.predict(np.array([raw]))[0])
+        assert row["p_love"] == pytest.approx(expected, rel=1e-5)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from features.feedback_log import FeedbackLog, read_records
+from serving.bundle import bundle_dir
 from tests.asgi import serving
 
 NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # one day file, whatever the clock says
@@ -93,7 +94,7 @@ def feedback_client(pipeline_dir, tmp_path):
 def _click(pipeline_dir: Path) -> dict:
     import polars as pl
 
-    serving_dir = pipeline_dir / "data/serving"
+    serving_dir = bundle_dir(pipeline_dir / "data/serving")  # the CURRENT version
     user = pl.read_parquet(serving_dir / "users.parquet")["user_id"][0]
     item = pl.read_parquet(serving_dir / "items.parquet")["item_id"][0]
     now = datetime.now(UTC).isoformat()  # the service refuses events far from its clock

@@ -46,7 +46,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(r
     assert (bundle_dir(repo / "data/serving") / "index.faiss").exists()
     assert "make ui" in first and "promote: ladder-gnolr v1 → @champion" in first
     # the bundle serves, with P[Love] since the simulated shop has love reactions
-    user = pl.read_parquet(repo / "data/serving/users.parquet")["user_id"][0]
+    user = pl.read_parquet(bundle_dir(repo / "data/serving") / "users.parquet")["user_id"][0]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LADDER_BUNDLE", str(repo / "data/serving"))
         mp.setenv("LADDER_FEEDBACK_LOG", str(repo / "feedback"))

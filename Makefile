@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench bench-scale bench-serving loop report lint docs-check tracking-server dvc-remote
+.PHONY: install run test serve ui bench bench-scale bench-serving loop report lint docs-check tracking-server dvc-remote mutate
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,3 +63,8 @@ lint: install
 
 docs-check: install  ## run every command of README.md in order on a fresh clone (≈ make run + make test)
 	$(PY) tests/docs_check.py
+
+mutate: install  ## mutation testing of the core modules (mutmut, ~1 h on 2 cores) → reports/mutation.md
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[mutation]'
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
+	$(PY) tests/mutation_report.py > reports/mutation.md

@@ -19,6 +19,7 @@ import pytest
 
 from features import feedback_log
 from features.feedback_log import FeedbackLog, read_records
+from serving.bundle import bundle_dir as current_bundle
 from serving.bundle import load_bundle
 from tests.asgi import serving
 
@@ -49,6 +50,10 @@ def client(bundle_dir, log_dir):
 @pytest.fixture(scope="module")
 def user(bundle) -> str:
     return next(iter(bundle.user_index))
+
+
+def now_iso(**delta) -> str:
+    return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
 def click(**change) -> dict:
@@ -118,8 +123,9 @@ def test_strict_numbers_and_ids_of_recommend(client, user, change, field):
         ({"propensity": 5e-324}, ["below the floor", "LADDER_MIN_PROPENSITY"]),
         ({"propensity": 9e-7}, ["below the floor"]),
         ({"ts": "2099-01-01T00:00:00Z"}, ["ahead of the server clock", "LADDER_MAX_CLOCK_SKEW_S"]),
-        ({"ts": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}, ["ahead"]),
-        ({"ts": (datetime.now(UTC) - timedelta(days=31)).isoformat()}, ["LADDER_MAX_EVENT_AGE_S"]),
+        # times relative to the clock are taken when the test runs, not when it is collected
+        ({"ts": lambda: now_iso(minutes=10)}, ["ahead"]),
+        ({"ts": lambda: now_iso(days=-31)}, ["LADDER_MAX_EVENT_AGE_S"]),
         ({"event": "impression"}, ["impressions are logged by the service"]),
         ({"slate_id": "kill-1"}, ["slate_id must be a slate_id /recommend returned"]),
         ({"slate_id": uuid.uuid4().hex.upper()}, ["slate_id"]),
@@ -132,7 +138,7 @@ def test_strict_numbers_and_ids_of_recommend(client, user, change, field):
 )
 def test_poisoning_feedback_is_refused_and_nothing_is_written(client, log_dir, change, words):
     good = click(user_id="u-poison-ok")
-    bad = click(user_id="u-poison", **change)
+    bad = click(user_id="u-poison", **{k: v() if callable(v) else v for k, v in change.items()})
     r = client.post("/feedback", json={"events": [good, bad]})
     assert_error(r, 400, *words)
     users = {x["user_id"] for x in read_records(log_dir)}
@@ -226,7 +232,7 @@ def test_a_validation_error_names_its_fields_in_the_message(client):
 
 def test_a_failed_reload_is_a_409_in_the_error_shape(bundle_dir, tmp_path):
     served = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, served)
+    shutil.copytree(current_bundle(bundle_dir), served)  # one plain (unversioned) bundle
     with serving(served, tmp_path / "log") as c:
         (served / "manifest.json").write_text("{not json")
         assert_error(c.post("/reload", json={}), 409)

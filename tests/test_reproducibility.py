@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,14 @@ def test_the_simulated_log_is_the_same_with_one_or_two_blas_threads():
 
 
 @pytest.fixture
-def in_pipeline(pipeline_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(pipeline_dir)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_dir / 'mlflow.db'}")
-    return pipeline_dir
+def in_pipeline(pipeline_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the session's tiny pipeline: the runs this test logs must not join the shared
+    store that tests/test_run_records.py checks."""
+    copy = tmp_path / "pipeline"
+    shutil.copytree(pipeline_dir, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    return copy
 
 
 def test_the_plove_evaluator_run_twice_writes_the_same_bytes(in_pipeline: Path):

@@ -22,8 +22,8 @@ install: $(VENV)/.installed  ## create the virtual environment and install pinne
 run: install  ## run the whole pipeline on the configured source (default: synthetic)
 	dvc repro
 
-test: install  ## run the test suite
-	$(PY) -m pytest -q
+test: install  ## run the test suite (one BLAS/OpenMP thread per process: tests start servers and stages beside pytest)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 TOKEN_FILE ?= .api_token
 

@@ -21,6 +21,7 @@ import mlflow
 
 from evaluation.policies import (
     OPE_ESTIMATORS,
+    Setting,
     evaluate_policies,
     load_logged,
     load_setting,
@@ -43,6 +44,21 @@ OPE_COLUMNS = ["policy", "realised", "predicted"]
 OPE_COLUMNS += [f"{e}{x}" for e in OPE_ESTIMATORS for x in ("", "_lo", "_hi", "_covers")]
 
 
+def pipeline_setting(users: int, k: int, seed: int) -> Setting:
+    """The setting both P[Love] stages evaluate in: the pipeline's features, simulated world, GNOLR
+    embeddings and P[Love] model, ``users`` test users, slates of ``k``."""
+    return load_setting(
+        FEATURES,
+        WORLD,
+        GNOLREmbeddings.load(GNOLR),
+        PLoveScorer.load(PLOVE),
+        Retriever,
+        users,
+        k,
+        seed,
+    )
+
+
 def main() -> None:
     params = load_params()
     cfg = params.plove_evaluator
@@ -52,16 +68,7 @@ def main() -> None:
         write_csv(OUT / "evaluator_ope.csv", [], OPE_COLUMNS)
         print(f"plove evaluator: skipped — {reason}")
         return
-    setting = load_setting(
-        FEATURES,
-        WORLD,
-        GNOLREmbeddings.load(GNOLR),
-        PLoveScorer.load(PLOVE),
-        Retriever,
-        cfg.users,
-        cfg.k,
-        cfg.seed,
-    )
+    setting = pipeline_setting(cfg.users, cfg.k, cfg.seed)
     log = load_logged(FEATURES, setting.users, cfg.ope_splits)
     support = load_support_calibration(FEATURES, setting.plove, cfg.rare_quantile)
     rows, summary = evaluate_policies(setting, cfg, log, support)

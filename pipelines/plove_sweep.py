@@ -11,23 +11,15 @@ trained P[Love] it writes the reason and empty plots instead.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import mlflow
 
-from evaluation.policies import load_setting, skip_reason, sweep
-from models.gnolr.network import GNOLREmbeddings
-from models.plove.network import PLoveScorer
+from evaluation.policies import skip_reason, sweep
 from pipelines.outputs import markdown_table, write_csv, write_json
 from pipelines.params import load_params
+from pipelines.plove_evaluator import OUT, PLOVE, WORLD, pipeline_setting
 from pipelines.tracking import log_plot, start_run
-from serving.retrieval import Retriever
 
-FEATURES = Path("data/features")
-WORLD = Path("data/ingest/world.npz")
-GNOLR = Path("data/models/gnolr/embeddings.npz")
-PLOVE = Path("data/models/plove")
-OUT = Path("data/metrics/plove")
 COLUMNS = ["candidates", "w_rel", "w_love", "love_rate", "predicted_love", "overestimate"]
 COLUMNS += ["purchase_rate", "coverage", "novelty", "love_lift", "purchase_change", "guardrail_ok"]
 
@@ -42,16 +34,7 @@ def main() -> None:
             write_csv(path, [], COLUMNS)
         print(f"plove sweep: skipped — {reason}")
         return
-    setting = load_setting(
-        FEATURES,
-        WORLD,
-        GNOLREmbeddings.load(GNOLR),
-        PLoveScorer.load(PLOVE),
-        Retriever,
-        cfg.users,
-        cfg.k,
-        cfg.seed,
-    )
+    setting = pipeline_setting(cfg.users, cfg.k, cfg.seed)
     rows, summary = sweep(setting, cfg)
     write_csv(OUT / "love_weight_sweep.csv", rows)
     for candidates, path in zip(cfg.candidates, curves, strict=True):

@@ -118,6 +118,16 @@ def _gnolr(fixed: Settings) -> Callable[[Settings, Any], Recommender]:
     return build
 
 
+# The full-softmax GNOLR's validation-chosen settings (docs/quality.md), also the sampled variant's.
+_SOFTMAX_DEFAULTS: Settings = {
+    "gamma": 3.56,
+    "dim": 256,
+    "lr": 1.6e-3,
+    "dropout": 0.054,
+    "weight_decay": 0.12,
+    "batch_users": 64,
+}
+
 TOPN: dict[str, Candidate] = {
     "popularity": Candidate(lambda s, stage: Popularity(), None, False, {}),
     # Defaults: the best settings of the prototype's validation-only searches (25 TPE trials each
@@ -142,19 +152,7 @@ TOPN: dict[str, Candidate] = {
             "batch_size": 1024,
         },
     ),
-    "gnolr": Candidate(
-        _gnolr({"loss": "softmax"}),
-        _tower_space,
-        True,
-        {
-            "gamma": 3.56,
-            "dim": 256,
-            "lr": 1.6e-3,
-            "dropout": 0.054,
-            "weight_decay": 0.12,
-            "batch_users": 64,
-        },
-    ),
+    "gnolr": Candidate(_gnolr({"loss": "softmax"}), _tower_space, True, dict(_SOFTMAX_DEFAULTS)),
     "gnolr_pointwise": Candidate(
         _gnolr({"loss": "nested"}),
         _pointwise_space,
@@ -173,15 +171,7 @@ TOPN: dict[str, Candidate] = {
         _gnolr({"loss": "sampled_softmax", "negative_sampler": "popularity"}),
         _sampled_space,
         True,
-        {
-            "gamma": 3.56,
-            "dim": 256,
-            "lr": 1.6e-3,
-            "dropout": 0.054,
-            "weight_decay": 0.12,
-            "batch_users": 64,
-            "negatives": 128,
-        },
+        {**_SOFTMAX_DEFAULTS, "negatives": 128},
     ),
 }
 

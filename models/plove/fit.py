@@ -121,7 +121,9 @@ def fit_plove(
     module = PLoveModule(model, cfg, validation)
     trained = train(
         module,
-        TensorBatches(train_rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed),
+        TensorBatches(
+            train_rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed, shard=True
+        ),
         TensorBatches(valid_rows.tensors(), 65536, shuffle=False),
         max_epochs=cfg.max_epochs,
         monitor=MONITOR,

@@ -92,7 +92,9 @@ def fit_relmf(
     bias = initial_bias(cfg.loss, indices.size, n_users * n_items, pos_theta)
     model = MatrixFactorization(n_users, n_items, cfg.dim, cfg.init_std, bias)
     module = RelMFModule(model, cfg, indptr, indices, theta, validation)
-    batches = TensorBatches((torch.arange(n_users),), cfg.batch_users, shuffle=True, seed=cfg.seed)
+    batches = TensorBatches(
+        (torch.arange(n_users),), cfg.batch_users, shuffle=True, seed=cfg.seed, shard=True
+    )
     valid_batches = None
     if validation is not None:
         if validation.users.size == 0:

@@ -33,23 +33,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.data import TensorBatches  # noqa: E402
+from models.fitting import seed_everything, train  # noqa: E402
+from models.gnolr.config import GNOLRConfig  # noqa: E402
+from models.gnolr.module import GNOLRModule  # noqa: E402
+from models.gnolr.network import GNOLR  # noqa: E402
+from pipelines.params import load_params  # noqa: E402
+
 MODES = ("single dense", "single sparse", "ddp×2 sparse")
 
 
 def child(mode: str, ids: int, rows: int) -> None:
     """Train one epoch in ``mode`` and print ``{"seconds": …}`` as JSON."""
-    sys.path.insert(0, str(ROOT))
-    import numpy as np
-    import torch
-
-    from models.data import TensorBatches
-    from models.fitting import seed_everything, train
-    from models.gnolr.config import GNOLRConfig
-    from models.gnolr.module import GNOLRModule
-    from models.gnolr.network import GNOLR
-    from pipelines.params import load_params
-
     cfg = GNOLRConfig(**{**load_params(ROOT / "params.yaml").gnolr.model_dump(), "max_epochs": 1})
     seed_everything(0)
     net = GNOLR(ids, ids, np.array([1.0, 2.5, 4.0]), np.array([0.5, 0.5, 0.5]), cfg)

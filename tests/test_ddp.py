@@ -19,10 +19,14 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.validation import IPSDCG
+from models.data import Pairs
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.module import GNOLRModule
 from models.gnolr.network import GNOLR
 from models.optim import SparseDenseOptimizer
+from models.relmf.config import RelMFConfig
+from models.relmf.fit import fit_relmf
 from pipelines.params import Params, ParamsError, load_params
 from tests.ddp_worker import fit
 
@@ -151,3 +155,21 @@ def test_torchrun_two_nodes_on_loopback_agree(tmp_path):
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["hash"] == ranks[1]["hash"]  # the best weights, loaded on every rank
     assert ranks[0]["best_valid"] == ranks[1]["best_valid"] > 0.1
+
+
+def test_relmf_trains_under_ddp_with_its_sparse_user_rows():
+    # Rel-MF mixes a sparse user table with a dense item table; both go through DDP (gloo) and
+    # the ranks end equal (the fit raises otherwise), the best epoch inside the run.
+    rng = np.random.default_rng(0)
+    liked = rng.integers(0, 2, 40)[:, None] == (np.arange(30) % 2)[None, :]
+    users, items = np.nonzero(liked & (rng.random((40, 30)) < 0.5))
+    hold = np.arange(users.size) % 5 == 0
+    cfg = RelMFConfig(dim=4, max_epochs=3, patience=2, valid_k=3, batch_users=16)
+    theta = np.full(30, 0.5)
+    validation = IPSDCG(Pairs(users[hold], items[hold]), theta, cfg.valid_k, cfg.valid_floor)
+    result = fit_relmf(
+        Pairs(users[~hold], items[~hold]), 40, 30, theta, cfg, validation, strategy="ddp", devices=2
+    )
+    assert result.info["world_size"] == 2
+    assert result.info["epochs_run"] == 3 and 0 <= result.info["best_epoch"] < 3
+    assert result.model.user.sparse and not result.model.item.sparse

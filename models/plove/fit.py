@@ -149,5 +149,6 @@ def fit_plove(
         "train_rows": len(train_rows),
         "train_positives": int(np.sum(train_rows.loves)),
         "device": trained.device,
+        "world_size": trained.world_size,
     }
     return PLoveFit(PLoveScorer.from_model(model, cfg.labels.negative_rate), model, info)

@@ -129,6 +129,7 @@ def fit_relmf(
             "n_pairs": n_users * n_items,
             "initial_global_bias": bias,
             "device": trained.device,
+            "world_size": trained.world_size,
         }
     )
     model = module.model.cpu()

@@ -8,6 +8,7 @@ product must lie within 0.01 of the one-process fit's.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -173,3 +174,38 @@ def test_relmf_trains_under_ddp_with_its_sparse_user_rows():
     assert result.info["world_size"] == 2
     assert result.info["epochs_run"] == 3 and 0 <= result.info["best_epoch"] < 3
     assert result.model.user.sparse and not result.model.item.sparse
+
+
+@pytest.mark.slow  # ~75 s on the shared 2-core box: ingest, features and the stage in a child
+def test_train_gnolr_stage_runs_ddp_from_one_process(tmp_path, monkeypatch):
+    # `dvc repro train_gnolr` with scale.train ddp × 2: the stage forks its ranks, then alone logs
+    # one MLflow run (one value per epoch, not one per rank) and writes its outputs.
+    from pipelines import features, ingest
+    from tests.conftest import TINY_PARAMS, write_params
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["source"]["synthetic"]["n_impressions"] = 20_000
+    params["gnolr"]["max_epochs"] = 2
+    params["scale"] = {"train": {"strategy": "ddp", "devices": 2}}
+    write_params(tmp_path, params)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ingest.main()
+    features.main()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.train_gnolr"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads((tmp_path / "data/models/gnolr/info.json").read_text())
+    assert info["world_size"] == 2 and info["ranks_agree"] is True
+    from mlflow import MlflowClient
+
+    history = MlflowClient(uri).get_metric_history(info["run_id"], "valid/auc_product")
+    assert len(history) == info["epochs_run"]

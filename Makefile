@@ -45,8 +45,9 @@ ui: install  ## open the MLflow UI on http://localhost:$(UI_PORT)
 bench: install  ## ingest + features benchmark on 10 million synthetic events
 	$(PY) benchmarks/ingest_features.py
 
-bench-scale: install  ## ingest + features, scale.data.engine polars vs ray (local 2-CPU cluster), 10M events
+bench-scale: install  ## ingest + features polars vs ray (10M events); GNOLR training dense/sparse/DDP×2 (100k, 1M ids)
 	$(PY) benchmarks/scale_data.py $(BENCH_SCALE_ARGS)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scale_train.py $(BENCH_SCALE_TRAIN_ARGS)
 
 bench-serving: install  ## /recommend under load (100k and 1M items) and the FAISS index kinds
 	OMP_NUM_THREADS=1 $(PY) benchmarks/serving_load.py

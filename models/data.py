@@ -8,9 +8,23 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
 from features.contract import Col
+
+
+def rank_share(rows: torch.Tensor) -> torch.Tensor:
+    """This rank's part of one global batch ``rows`` under distributed training (the whole batch
+    otherwise): ``tensor_split(rows, world)[rank]``, so the ranks' parts are disjoint, differ in
+    size by at most one row, and together are the batch one process would have drawn."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    return torch.tensor_split(rows, dist.get_world_size())[dist.get_rank()]
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 @dataclass
@@ -147,11 +161,19 @@ class TensorBatches(IterableDataset):
     """Yields tuples of aligned slices of ``tensors``, ``batch_size`` rows each.
 
     With ``shuffle`` every pass draws a fresh permutation from a generator seeded by ``seed`` and
-    the pass number, so training is reproducible.
+    the pass number, so training is reproducible. With ``shard`` (training batches) each rank of a
+    distributed run yields only its :func:`rank_share` of every global batch of ``batch_size``
+    rows — the same permutation on every rank, so the ranks together see each row once per pass;
+    a last batch with fewer rows than ranks is dropped (no rank may get an empty step).
     """
 
     def __init__(
-        self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        shard: bool = False,
     ):
         if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
             raise ValueError("tensors must be non-empty and share their first dimension")
@@ -159,6 +181,7 @@ class TensorBatches(IterableDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.shard = shard
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -166,6 +189,7 @@ class TensorBatches(IterableDataset):
 
     def __iter__(self):
         n = self.tensors[0].shape[0]
+        world = _world() if self.shard else 1
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self._epoch)
             order = torch.randperm(n, generator=gen)
@@ -173,11 +197,19 @@ class TensorBatches(IterableDataset):
         else:
             order = None
         for start in range(0, n, self.batch_size):
-            if order is None:
+            if min(self.batch_size, n - start) < world:
+                return
+            if order is None and world == 1:
                 yield tuple(t[start : start + self.batch_size] for t in self.tensors)
-            else:
-                idx = order[start : start + self.batch_size]
-                yield tuple(t[idx] for t in self.tensors)
+                continue
+            idx = (
+                torch.arange(start, min(start + self.batch_size, n))
+                if order is None
+                else order[start : start + self.batch_size]
+            )
+            if self.shard:
+                idx = rank_share(idx)
+            yield tuple(t[idx] for t in self.tensors)
 
 
 class UserBatches(IterableDataset):
@@ -186,7 +218,8 @@ class UserBatches(IterableDataset):
 
     Each pass draws a fresh permutation of the users from a generator seeded by ``seed`` and the
     pass number; a user's rows stay together, so a step can score its users against the whole
-    catalogue once and reuse that for all their rows.
+    catalogue once and reuse that for all their rows. In a distributed run each rank takes its
+    :func:`rank_share` of every step's users (a last step with fewer users than ranks is dropped).
     """
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_users: int, seed: int = 0):
@@ -209,8 +242,12 @@ class UserBatches(IterableDataset):
         gen = torch.Generator().manual_seed(self.seed + self._epoch)
         self._epoch += 1
         perm = torch.randperm(self.users.numel(), generator=gen)
+        world = _world()
         for lo in range(0, perm.numel(), self.batch_users):
             pick = perm[lo : lo + self.batch_users]
+            if pick.numel() < world:
+                return
+            pick = rank_share(pick)
             rows = torch.cat(
                 [
                     torch.arange(int(s), int(s) + int(c))

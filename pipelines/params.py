@@ -23,6 +23,7 @@ from features.training_sets import FeaturesConfig
 from models.gnolr.config import GNOLRConfig
 from models.plove.config import PLoveConfig
 from models.relmf.config import RelMFConfig
+from models.scale_config import TrainScaleConfig
 from serving.batch import BatchConfig
 from serving.index import IndexConfig
 
@@ -38,12 +39,14 @@ class MlflowConfig(BaseModel):
 class ScaleConfig(BaseModel):
     """params.yaml → ``scale``: the engines that take a stage past one process (docs/scaling-out.md).
 
-    ``data`` runs ingest and features; the embedded defaults are the reference.
+    ``data`` runs ingest and features, ``train`` the trainers; the embedded defaults are the
+    reference.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     data: DataEngineConfig = Field(default_factory=DataEngineConfig)
+    train: TrainScaleConfig = Field(default_factory=TrainScaleConfig)
 
 
 class Params(BaseModel):

@@ -4,6 +4,10 @@ Outputs (atomically, in data/models/gnolr/): embeddings.npz (sub-embeddings, γ,
 model.pt (state dict), info.json (run id, logged model URI, γ, thresholds, epochs, speed). MLflow
 run (stage=train_gnolr, model=gnolr): params, data input, Lightning's per-epoch ``train/*`` and
 ``valid/*`` metrics, the files under ``gnolr/`` and the pyfunc model ``gnolr``.
+
+``scale.train`` (docs/scaling-out.md): with ``strategy: ddp`` this process launches the ranks
+itself, or — started by torchrun / SLURM, one process per rank — every rank trains and only rank 0
+logs to MLflow and writes the outputs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from evaluation.validation import LevelAUC
 from features import side_features
 from models.data import Interactions
+from models.fitting import global_rank
 from models.gnolr.fit import fit_gnolr
 from models.pyfunc import GNOLRPairs, log_pair_model
 from pipelines.outputs import atomic_dir, write_json
@@ -37,14 +42,11 @@ def main() -> None:
         for split in ("train", "valid")
     )
 
-    with start_run(params, "train_gnolr", "gnolr") as run:
-        digest = log_dataset(
-            FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"]
-        )
-        logger = stage_logger(params, run)
-        user_side = side_features.load(FEATURES / "user_side.npz")
-        item_side = side_features.load(FEATURES / "item_side.npz")
-        result = fit_gnolr(
+    user_side = side_features.load(FEATURES / "user_side.npz")
+    item_side = side_features.load(FEATURES / "item_side.npz")
+
+    def fit(logger):
+        return fit_gnolr(
             train,
             valid,
             meta["n_users"],
@@ -55,7 +57,17 @@ def main() -> None:
             logger=logger,
             user_features=user_side,
             item_features=item_side,
+            **params.scale.train.trainer_kwargs(),
         )
+
+    if global_rank() != 0:  # one rank of a torchrun / SLURM job: train only
+        fit(None)
+        return
+    with start_run(params, "train_gnolr", "gnolr") as run:
+        digest = log_dataset(
+            FEATURES, f"{params.source.kind}-features", ["train.parquet", "valid.parquet"]
+        )
+        result = fit(stage_logger(params, run))
         info = {
             "user_features": sorted(user_side) if params.gnolr.use_features else [],
             "item_features": sorted(item_side) if params.gnolr.use_features else [],

@@ -31,6 +31,7 @@ from evaluation.calibration import (
 from evaluation.validation import LoveAUC
 from features.contract import IMPRESSION, Col
 from features.love_labels import downsample_negatives, love_labels, split_by_time
+from models.fitting import global_rank
 from models.plove.calibration import choose_calibrator
 from models.plove.config import PLoveConfig
 from models.plove.fit import LoveRows, bucket_codes, exposure_weights, fit_plove
@@ -260,10 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     sampled = downsample_negatives(train, cfg.labels.negative_rate, cfg.labels.seed)
     rows = {s: to_rows(f) for s, f in splits.items()}
 
-    with start_run(params, "train_plove", "plove") as run:
-        log_dataset(args.events.parent, f"{params.source.kind}-events", [args.events.name])
-        logger = stage_logger(params, run)
-        fit = fit_plove(
+    def train_plove(logger):
+        return fit_plove(
             to_rows(sampled, cfg.ips_floor if cfg.exposure_weighting == "ips" else None),
             rows["valid"],
             n_users,
@@ -273,8 +272,16 @@ def main(argv: list[str] | None = None) -> None:
             cfg,
             LoveAUC(),
             logger,
-            progress=True,
+            progress=logger is not None,
+            **params.scale.train.trainer_kwargs(),
         )
+
+    if global_rank() != 0:  # one rank of a torchrun / SLURM job: train only
+        train_plove(None)
+        return
+    with start_run(params, "train_plove", "plove") as run:
+        log_dataset(args.events.parent, f"{params.source.kind}-events", [args.events.name])
+        fit = train_plove(stage_logger(params, run))
         scorer = fit.scorer
         propensity = {s: f[Col.PROPENSITY].cast(pl.Float64).to_numpy() for s, f in splits.items()}
         metrics, curve, curve_by_bucket = calibrate_and_score(

@@ -32,6 +32,7 @@ from features.contract import Col
 from features.propensity import propensity_histogram, propensity_report
 from features.seen import SeenItems
 from models.data import Pairs
+from models.fitting import global_rank
 from models.pyfunc import RelMFPairs, log_pair_model
 from models.relmf.config import RelMFConfig
 from models.relmf.fit import fit_relmf
@@ -118,14 +119,8 @@ def main() -> None:
     theta = item_propensity(FEATURES)
     n_users, n_items = meta["n_users"], meta["n_items"]
 
-    with start_run(params, "train_relmf", "relmf") as run:
-        digest = log_dataset(
-            FEATURES,
-            f"{params.source.kind}-features",
-            ["train.parquet", "valid.parquet", "items.parquet"],
-        )
-        logger = stage_logger(params, run)
-        result = fit_relmf(
+    def fit(logger):
+        return fit_relmf(
             train,
             n_users,
             n_items,
@@ -134,8 +129,20 @@ def main() -> None:
             IPSDCG(valid, theta, cfg.valid_k, cfg.valid_floor) if valid.users.size else None,
             n_levels=len(meta["levels"]),
             logger=logger,
-            progress=True,
+            progress=logger is not None,
+            **params.scale.train.trainer_kwargs(),
         )
+
+    if global_rank() != 0:  # one rank of a torchrun / SLURM job: train only
+        fit(None)
+        return
+    with start_run(params, "train_relmf", "relmf") as run:
+        digest = log_dataset(
+            FEATURES,
+            f"{params.source.kind}-features",
+            ["train.parquet", "valid.parquet", "items.parquet"],
+        )
+        result = fit(stage_logger(params, run))
         report = {
             "items": propensity_report(theta, cfg.loss.clip),
             "train_positives": propensity_report(theta[train.items], cfg.loss.clip),

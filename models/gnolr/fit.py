@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from models.data import Interactions
-from models.fitting import Validation
+from models.fitting import Strategy, Validation
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.network import GNOLR, GNOLREmbeddings
 from models.gnolr.recommender import GNOLRRecommender
@@ -42,6 +42,9 @@ def fit_gnolr(
     accelerator: str = "auto",
     user_features: dict[str, np.ndarray] | None = None,
     item_features: dict[str, np.ndarray] | None = None,
+    strategy: Strategy = "single",
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> FitResult:
     """Train GNOLR on ``train_rows``, early-stop on ``valid_rows``, return the best epoch's model.
 
@@ -50,6 +53,7 @@ def fit_gnolr(
     construction (``per_head``). ``validation`` chooses the epoch: called with the validation logits
     (n, T) and levels (e.g. :class:`evaluation.validation.LevelAUC`, the paper's criterion), or with
     the model (a ranking validation, e.g. ``RankingNDCG``); without one, the validation loss does.
+    ``strategy`` / ``devices`` / ``num_nodes``: :func:`models.fitting.train` (``scale.train``).
     """
     sized = [
         Interactions(x.users, x.items, x.levels, x.propensity, n_users, n_items)
@@ -64,6 +68,9 @@ def fit_gnolr(
         progress=progress,
         accelerator=accelerator,
         checkpoint_dir=checkpoint_dir,
+        strategy=strategy,
+        devices=devices,
+        num_nodes=num_nodes,
     ).fit(sized[0], sized[1], validation)
     return FitResult(rec.embeddings, rec.model, dict(rec.fit_info), rec)
 

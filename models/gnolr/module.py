@@ -31,6 +31,7 @@ from models.gnolr.config import GNOLRConfig
 from models.gnolr.loss import gnolr_loss, ips_level_loss, listwise_loss
 from models.gnolr.network import GNOLR
 from models.negatives import NegativeSampler
+from models.optim import sparse_dense
 
 # (logits (n, T) of the validation rows, their levels (n,)) -> metrics named without "valid/".
 LevelValidation = Callable[[np.ndarray, np.ndarray], dict[str, float]]
@@ -206,12 +207,17 @@ class GNOLRModule(L.LightningModule):
                 self.log(f"valid/{name}", value, prog_bar=name.endswith("product"))
 
     def configure_optimizers(self):
-        """AdamW; the link's own parameters (scales, thresholds) are not decayed."""
+        """SparseAdam on the id tables (AdamW's decoupled decay applied to the looked-up rows),
+        AdamW on the rest; the link's own parameters (scales, thresholds) are not decayed."""
         link = ("log_gamma", "rho", "a1", "log_gaps")
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in named if n not in link]},
-            {"params": [p for n, p in named if n in link], "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        cfg = self.cfg
+
+        def dense(named):
+            groups = [
+                {"params": [p for n, p in named if n not in link]},
+                {"params": [p for n, p in named if n in link], "weight_decay": 0.0},
+            ]
+            groups = [g for g in groups if g["params"]]
+            return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        return sparse_dense(self.model, cfg.lr, dense, sparse_weight_decay=cfg.weight_decay)

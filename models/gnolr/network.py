@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.gnolr.config import GNOLRConfig
+from models.optim import id_embedding
 
 
 class Tower(nn.Module):
@@ -42,7 +43,7 @@ class Tower(nn.Module):
         features: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(n_ids, cfg.embedding_dim)
+        self.embedding = id_embedding(n_ids, cfg.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
         self.id_dropout = cfg.id_dropout
         self.feature_names = sorted(features or {})
@@ -119,7 +120,7 @@ class IdTower(nn.Module):
     def __init__(self, n_ids: int, n_heads: int, dim: int, cold: np.ndarray | None = None) -> None:
         super().__init__()
         self.n_heads, self.dim = n_heads, dim
-        self.embedding = nn.Embedding(n_ids, n_heads * dim)
+        self.embedding = id_embedding(n_ids, n_heads * dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
         if cold is not None and np.any(cold):
             with torch.no_grad():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models.data import Interactions, TensorBatches, UserBatches
-from models.fitting import is_ranking, seed_everything, train, trigger_batches
+from models.fitting import Strategy, is_ranking, seed_everything, train, trigger_batches
 from models.gnolr.config import (
     GNOLRConfig,
     resolve_scales,
@@ -55,9 +55,13 @@ class GNOLRRecommender(Recommender):
         progress: bool = False,
         accelerator: str = "cpu",
         checkpoint_dir: str | Path | None = None,
+        strategy: Strategy = "single",
+        devices: int = 1,
+        num_nodes: int = 1,
     ) -> None:
         super().__init__()
         self.cfg = cfg or GNOLRConfig()
+        self.strategy, self.devices, self.num_nodes = strategy, devices, num_nodes
         self.levels = None if levels is None else list(levels)
         self.rank_level = rank_level
         self.user_features = user_features
@@ -103,7 +107,9 @@ class GNOLRRecommender(Recommender):
         batches = (
             UserBatches(rows.tensors(), cfg.batch_users, seed=cfg.seed)
             if cfg.batch_users
-            else TensorBatches(rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed)
+            else TensorBatches(
+                rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed, shard=True
+            )
         )
         if is_ranking(validation):
             valid_batches, monitor, mode = trigger_batches(), validation.monitor, validation.mode
@@ -129,6 +135,9 @@ class GNOLRRecommender(Recommender):
             accelerator=self.accelerator,
             checkpoint_dir=self.checkpoint_dir,
             eval_every=cfg.eval_every,
+            strategy=self.strategy,
+            devices=self.devices,
+            num_nodes=self.num_nodes,
         )
         self.model = module.model.cpu()
         self._export()
@@ -146,6 +155,8 @@ class GNOLRRecommender(Recommender):
             "seconds": trained.seconds,
             "train_samples_per_second": len(rows) * trained.epochs_run / max(trained.seconds, 1e-9),
             "device": trained.device,
+            "world_size": trained.world_size,
+            "ranks_agree": trained.ranks_agree,
         }
         if monitor is not None:
             self.fit_info[f"best_{monitor.replace('/', '_')}"] = trained.best_score

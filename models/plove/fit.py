@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from models.data import TensorBatches
-from models.fitting import seed_everything, train
+from models.fitting import Strategy, seed_everything, train
 from models.plove.config import PLoveConfig
 from models.plove.module import MONITOR, LoveValidation, PLoveModule
 from models.plove.network import PLoveNet, PLoveScorer
@@ -104,12 +104,16 @@ def fit_plove(
     logger=None,
     progress: bool = False,
     accelerator: str = "auto",
+    strategy: Strategy = "single",
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> PLoveFit:
     """Train P[Love] on ``train_rows`` (maybe down-sampled), early-stop on unsampled ``valid_rows``
     by their log loss.
 
     Returns the best epoch's model as an uncalibrated :class:`PLoveScorer` (identity calibrator);
     calibrate it with :func:`models.plove.calibration.choose_calibrator` on held-out raw logits.
+    ``strategy`` / ``devices`` / ``num_nodes``: :func:`models.fitting.train` (``scale.train``).
     """
     if len(train_rows) == 0 or len(valid_rows) == 0:
         raise ValueError("P[Love] needs non-empty training and validation rows")
@@ -121,7 +125,9 @@ def fit_plove(
     module = PLoveModule(model, cfg, validation)
     trained = train(
         module,
-        TensorBatches(train_rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed),
+        TensorBatches(
+            train_rows.tensors(), cfg.batch_size, shuffle=True, seed=cfg.seed, shard=True
+        ),
         TensorBatches(valid_rows.tensors(), 65536, shuffle=False),
         max_epochs=cfg.max_epochs,
         monitor=MONITOR,
@@ -130,6 +136,9 @@ def fit_plove(
         logger=logger,
         progress=progress,
         accelerator=accelerator,
+        strategy=strategy,
+        devices=devices,
+        num_nodes=num_nodes,
     )
     model = module.model.cpu()
     info = {
@@ -140,5 +149,6 @@ def fit_plove(
         "train_rows": len(train_rows),
         "train_positives": int(np.sum(train_rows.loves)),
         "device": trained.device,
+        "world_size": trained.world_size,
     }
     return PLoveFit(PLoveScorer.from_model(model, cfg.labels.negative_rate), model, info)

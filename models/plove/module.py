@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.optim import sparse_dense
 from models.plove.calibration import log_loss
 from models.plove.config import PLoveConfig
 from models.plove.network import PLoveNet, log1mexp, love_log_prob
@@ -74,4 +75,10 @@ class PLoveModule(L.LightningModule):
                 self.log(f"valid/{name}", value, prog_bar=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        """SparseAdam on the user and item tables (their L2 is the loss's ``l2`` term on the
+        batch's rows), Adam on the rest."""
+        return sparse_dense(
+            self.model,
+            self.cfg.lr,
+            lambda named: torch.optim.Adam([p for _, p in named], self.cfg.lr),
+        )

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.optim import id_embedding
 from models.plove.calibration import Calibrator, Identity, calibrator_from_dict
 from models.plove.config import PLoveConfig
 
@@ -57,14 +58,14 @@ class PLoveNet(nn.Module):
         self.register_buffer("user_bucket", torch.as_tensor(user_buckets, dtype=torch.long))
         self.register_buffer("item_bucket", torch.as_tensor(item_buckets, dtype=torch.long))
         n_ub, n_ib = int(user_buckets.max()) + 1, int(item_buckets.max()) + 1
-        self.user = nn.Embedding(n_users, width)
-        self.item = nn.Embedding(n_items, width)
+        self.user = id_embedding(n_users, width)
+        self.item = id_embedding(n_items, width)
         self.activity = nn.Embedding(n_ub, width)
         self.popularity = nn.Embedding(n_ib, width)
         for table in (self.user, self.item, self.activity, self.popularity):
             nn.init.normal_(table.weight, std=0.01)
-        self.user_bias = nn.Embedding(n_users, self.n_heads)
-        self.item_bias = nn.Embedding(n_items, self.n_heads)
+        self.user_bias = id_embedding(n_users, self.n_heads)
+        self.item_bias = id_embedding(n_items, self.n_heads)
         self.activity_bias = nn.Embedding(n_ub, self.n_heads)
         self.popularity_bias = nn.Embedding(n_ib, self.n_heads)
         self.position_bias = nn.Embedding(cfg.max_position, self.n_heads)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.data import Pairs, TensorBatches
-from models.fitting import seed_everything, train
+from models.fitting import Strategy, seed_everything, train
 from models.relmf.config import RelMFConfig
 from models.relmf.loss import RelMFLoss
 from models.relmf.module import RankingValidation, RelMFModule
@@ -74,13 +74,17 @@ def fit_relmf(
     logger=None,
     progress: bool = False,
     accelerator: str = "cpu",
+    strategy: Strategy = "single",
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> RelMFResult:
     """Train MF with ``cfg.loss`` on the positives ``train_pairs`` (every other pair is Y = 0).
 
     ``propensity`` θ: shape (n_items,) or (n_users, n_items), values in (0, 1]. With a
     ``validation`` (e.g. :class:`evaluation.validation.IPSDCG` over the validation positives: its
     ``users`` are ranked each epoch), training stops early on its ``monitor`` and the best epoch is
-    returned; without, the last epoch after ``max_epochs``.
+    returned; without, the last epoch after ``max_epochs``. ``strategy`` / ``devices`` /
+    ``num_nodes``: :func:`models.fitting.train` (``scale.train``).
     """
     theta = check_propensity(propensity, n_users, n_items)
     indptr, indices = csr_from_pairs(train_pairs, n_users, n_items)
@@ -92,7 +96,9 @@ def fit_relmf(
     bias = initial_bias(cfg.loss, indices.size, n_users * n_items, pos_theta)
     model = MatrixFactorization(n_users, n_items, cfg.dim, cfg.init_std, bias)
     module = RelMFModule(model, cfg, indptr, indices, theta, validation)
-    batches = TensorBatches((torch.arange(n_users),), cfg.batch_users, shuffle=True, seed=cfg.seed)
+    batches = TensorBatches(
+        (torch.arange(n_users),), cfg.batch_users, shuffle=True, seed=cfg.seed, shard=True
+    )
     valid_batches = None
     if validation is not None:
         if validation.users.size == 0:
@@ -109,6 +115,9 @@ def fit_relmf(
         logger=logger,
         progress=progress,
         accelerator=accelerator,
+        strategy=strategy,
+        devices=devices,
+        num_nodes=num_nodes,
     )
     info: dict = {"epochs_run": trained.epochs_run, "train_seconds": trained.seconds}
     if validation is not None:
@@ -120,6 +129,7 @@ def fit_relmf(
             "n_pairs": n_users * n_items,
             "initial_global_bias": bias,
             "device": trained.device,
+            "world_size": trained.world_size,
         }
     )
     model = module.model.cpu()

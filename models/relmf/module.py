@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from models.optim import rows_l2, sparse_dense
 from models.relmf.config import RelMFConfig
 from models.relmf.network import MatrixFactorization
 
@@ -66,6 +67,9 @@ class RelMFModule(L.LightningModule):
         logits = self.model.score_users(users)
         loss = self.loss(logits, self.targets(users), self.propensity_rows(users))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
+        if self.cfg.weight_decay > 0:  # Adam's coupled L2 on the block's (sparse) user rows
+            m = self.model
+            loss = loss + self.cfg.weight_decay * rows_l2(m.user(users), m.user_bias(users))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -89,6 +93,13 @@ class RelMFModule(L.LightningModule):
             self.log(f"valid/{name}", float(np.nan_to_num(value, nan=0.0)), prog_bar=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
-            self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        """SparseAdam on the user tables (their L2 ``weight_decay`` is a loss term on the block's
+        rows, see ``training_step``), Adam with ``weight_decay`` on the item tables and bias."""
+        cfg = self.cfg
+        return sparse_dense(
+            self.model,
+            cfg.lr,
+            lambda named: torch.optim.Adam(
+                [p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay
+            ),
         )

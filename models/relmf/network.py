@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.optim import id_embedding
+
 
 class MatrixFactorization(nn.Module):
     """Logits ``z_ui = <U_u, V_i> + b_u + b_i + b`` (biases start at zero, b at ``global_bias``)."""
@@ -35,9 +37,9 @@ class MatrixFactorization(nn.Module):
         self, n_users: int, n_items: int, dim: int, init_std: float = 0.1, global_bias: float = 0.0
     ) -> None:
         super().__init__()
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
-        self.user_bias = nn.Embedding(n_users, 1)
+        self.user = id_embedding(n_users, dim)  # looked up per user block: sparse gradients
+        self.item = nn.Embedding(n_items, dim)  # every block scores all items: dense
+        self.user_bias = id_embedding(n_users, 1)
         self.item_bias = nn.Embedding(n_items, 1)
         self.global_bias = nn.Parameter(torch.tensor(float(global_bias)))
         for emb in (self.user, self.item):

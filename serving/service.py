@@ -16,9 +16,13 @@ Environment:
 - ``LADDER_WORKERS``: worker processes on the one socket (default 1; a number or ``cpu_count``);
 - ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
   version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
+- ``LADDER_BENCH_NOOP``: ``1`` turns on ``/noop``, the serving-cost benchmark's yardstick
+  (benchmarks/serving_cost.py): the request and response of ``/recommend`` through the same
+  service, middleware and workers, with no model work and no log write. Off (404) by default.
 
 Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
-``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle``; BentoML adds ``/healthz``,
+``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle`` (and ``/noop``, off unless
+``LADDER_BENCH_NOOP=1``); BentoML adds ``/healthz``,
 ``/readyz``, ``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
 
 Errors, all ``{"error": "<message>", "detail": ...}`` (serving/errors.py): a body that fails
@@ -272,6 +276,20 @@ def workers_setting() -> int | str:
     return raw if raw == "cpu_count" else int(_env_number("LADDER_WORKERS", raw, 1))
 
 
+TRUE = ("1", "true", "yes")
+
+
+def _noop_item(position: int) -> RecommendedItem:
+    return RecommendedItem(
+        item_id=f"noop-{position}",
+        score=-float(position),
+        probabilities={"click": 0.5, "cart": 0.25, "purchase": 0.125},
+        p_love=0.1,
+        position=position,
+        propensity=1.0,
+    )
+
+
 def event_names(bundle: Bundle) -> EventNames:
     """The event vocabulary: the bundle's levels and (if recorded) reactions, else the defaults."""
     reactions = bundle.manifest.get("reactions", EventNames().reactions)
@@ -303,10 +321,11 @@ class Recommender:
         self.metrics.free_bytes.set(self.feedback_log.free_bytes())
         self.feedback_policy = FeedbackPolicy.from_env()
         self.default_exploration = _default_exploration()
-        self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in (
-            "1",
-            "true",
-            "yes",
+        self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in TRUE
+        self.noop_items = (
+            [_noop_item(i) for i in range(MAX_K)]
+            if os.environ.get("LADDER_BENCH_NOOP", "0").lower() in TRUE
+            else None
         )
 
     def _append(self, records: list[dict], durable: bool, consequence: str) -> None:
@@ -393,6 +412,24 @@ class Recommender:
             items=[RecommendedItem(**vars(r)) for r in result.items],
             model_version=result.model_version,
             fallback=result.fallback,
+        )
+
+    @bentoml.api(route="/noop")
+    @answers_errors
+    def noop(
+        self,
+        user_id: Annotated[Id | None, Field(description="echoed back")] = None,
+        k: Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items")] = 10,
+    ) -> RecommendResponse:
+        """The benchmark's yardstick (off unless ``LADDER_BENCH_NOOP=1``, else 404): a response of
+        ``/recommend``'s shape with k fixed items, no retrieval, no log write."""
+        if self.noop_items is None:
+            raise ApiError(404, "/noop is off: the server was started without LADDER_BENCH_NOOP=1")
+        return RecommendResponse(
+            user_id=user_id or "anonymous",
+            slate_id="0" * 32,
+            items=self.noop_items[:k],
+            model_version=self.live.current.model_version,
         )
 
     @bentoml.api(route="/similar_items")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/serving_cost.py                  # workers 1 and 2, c = 1 8 32
     .venv/bin/python benchmarks/serving_cost.py --seconds 2 --repeats 1 --workers 1   # smoke run
-    .venv/bin/python benchmarks/serving_cost.py --server-env LADDER_X=1 --tag x       # a variant
+    .venv/bin/python benchmarks/serving_cost.py --variant access-log:LADDER_ACCESS_LOG=1  # + a variant
 
 For each worker count, one ``bentoml serve serving.service:Recommender`` is started on the bundle
 (default ``data/serving``, the pipeline's, from ``dvc repro index``) with ``LADDER_BENCH_NOOP=1``
@@ -21,6 +21,8 @@ requests in flight (each of c connections sends its next request when its answer
 ``/noop`` and ``/recommend`` at each level, and the table shows the median over repeats of
 requests/s, p50, p99 and of the server-side split: ``app`` (Server-Timing) and ``outside`` =
 client latency − app (sockets, uvicorn, the event loop, BentoML's outer middleware, the client).
+Each ``--variant NAME:K=V,K=V`` adds a server per worker count with that environment on top
+(``shipped`` is always measured), so settings are compared within one run.
 Results: ``benchmarks/results_serving_cost_<tag>.md`` / ``.json``; the load average is recorded
 before and after each server's levels (other jobs may share the machine: compare ratios within
 one run, not absolute numbers across runs).
@@ -50,6 +52,8 @@ from serving_load import (  # noqa: E402
     tree_cpu_seconds,
 )
 
+from serving.bundle import load_bundle  # noqa: E402
+
 ENDPOINTS = ("noop", "recommend")
 
 
@@ -72,11 +76,11 @@ def placement(workers: int, cores: int) -> tuple[set[int], set[int], str]:
 async def _drive(
     url: str, bodies: list[bytes], concurrency: int, seconds: float
 ) -> tuple[list[float], list[float], dict[str, int], float]:
-    """Closed loop; (client latencies s, app ms from Server-Timing, errors by kind, wall s)."""
+    """Closed loop; (client latencies s, (app ms, worker pid) from Server-Timing, errors, wall s)."""
     import aiohttp
 
     latencies: list[float] = []
-    app_ms: list[float] = []
+    app_ms: list[tuple[float, int]] = []
     errors: dict[str, int] = {}
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -103,20 +107,23 @@ async def _drive(
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
                 latencies.append(time.perf_counter() - t0)
-                app_ms.append(_app_ms(timing))
+                app_ms.append(_server_timing(timing))
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.perf_counter() - start
     return latencies, app_ms, errors, wall
 
 
-def _app_ms(header: str) -> float:
-    """``app;dur=1.234`` → 1.234; NaN when absent."""
+def _server_timing(header: str) -> tuple[float, int]:
+    """``app;dur=1.234, pid;desc=42`` → (1.234, 42); (NaN, 0) for what is absent."""
+    app, pid = float("nan"), 0
     for part in header.split(","):
         name, _, params = part.strip().partition(";")
         if name == "app" and params.startswith("dur="):
-            return float(params[4:])
-    return float("nan")
+            app = float(params[4:])
+        elif name == "pid" and params.startswith("desc="):
+            pid = int(params[5:])
+    return app, pid
 
 
 def measure(
@@ -127,7 +134,7 @@ def measure(
     if warmup > 0:
         asyncio.run(_drive(target, bodies, c, warmup))
     cpu0, client0 = tree_cpu_seconds(pid), time.process_time()
-    lat, app, errors, wall = asyncio.run(_drive(target, bodies, c, seconds))
+    lat, timing, errors, wall = asyncio.run(_drive(target, bodies, c, seconds))
     cpu1, client1 = tree_cpu_seconds(pid), time.process_time()
     done = len(lat) + sum(errors.values())
     out = {"endpoint": endpoint, "concurrency": c, "requests": len(lat), "errors": errors}
@@ -136,7 +143,17 @@ def measure(
     out["client_cpu_ms"] = 1e3 * (client1 - client0) / max(done, 1)
     if lat:
         ms = 1e3 * np.asarray(lat)
-        app_ms = np.asarray(app)
+        app_ms = np.asarray([t[0] for t in timing])
+        pids = np.asarray([t[1] for t in timing])
+        # requests and p50 per worker: keep-alive connections stay on the worker that accepted them
+        out["workers_seen"] = {
+            str(pid): {
+                "share": float(np.mean(pids == pid)),
+                "p50_ms": float(np.percentile(ms[pids == pid], 50)),
+            }
+            for pid in np.unique(pids)
+        }
+        out["busiest_worker_share"] = max(w["share"] for w in out["workers_seen"].values())
         outside = ms - app_ms
         out |= {
             "p50_ms": float(np.percentile(ms, 50)),
@@ -164,6 +181,7 @@ MEDIAN_KEYS = (
     "outside_p50_ms",
     "outside_p99_ms",
     "tail_app_share",
+    "busiest_worker_share",
     "server_cpu_ms",
     "client_cpu_ms",
 )
@@ -183,36 +201,39 @@ def summarise(reps: list[dict]) -> dict:
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (workers, c, endpoint); ratio = req/s ÷ the no-op's at that level."""
     head = (
-        "| workers | c | endpoint | req/s | vs no-op | p50 ms | p99 ms | p99/p50 | app p50 | "
-        "app p99 | outside p50 | outside p99 | tail in app | server CPU ms/req | errors |\n"
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| workers | variant | c | endpoint | req/s | vs no-op | p50 ms | p99 ms | p99/p50 | app p50 | "
+        "app p99 | outside p50 | outside p99 | tail in app | busiest worker | server CPU ms/req "
+        "| errors |\n"
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    noop = {(r["workers"], r["concurrency"]): r for r in rows if r["endpoint"] == "noop"}
+    noop = {_key(r): r for r in rows if r["endpoint"] == "noop"}
     lines = [head]
     for r in rows:
-        base = noop.get((r["workers"], r["concurrency"]))
+        base = noop.get(_key(r))
         ratio = r["rps"] / base["rps"] if base else float("nan")
         lines.append(
-            f"| {r['workers']} | {r['concurrency']} | /{r['endpoint']} | {r['rps']:,.0f} "
+            f"| {r['workers']} | {r['variant']} | {r['concurrency']} | /{r['endpoint']} | {r['rps']:,.0f} "
             f"| {ratio:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['p99_ms'] / r['p50_ms']:.1f} | {r['app_p50_ms']:.2f} | {r['app_p99_ms']:.2f} "
             f"| {r['outside_p50_ms']:.2f} | {r['outside_p99_ms']:.2f} "
-            f"| {100 * r['tail_app_share']:.0f} % | {r['server_cpu_ms']:.2f} | {r['errors']} |"
+            f"| {100 * r['tail_app_share']:.0f} % | {100 * r['busiest_worker_share']:.0f} % "
+            f"| {r['server_cpu_ms']:.2f} | {r['errors']} |"
         )
     return "\n".join(lines)
 
 
 def targets(rows: list[dict]) -> list[str]:
     """Issue 14's targets: ≥ 0.8 of the no-op's req/s at every level; p99 ≤ 3 × p50 at c = 32."""
-    noop = {(r["workers"], r["concurrency"]): r for r in rows if r["endpoint"] == "noop"}
+    noop = {_key(r): r for r in rows if r["endpoint"] == "noop"}
     out = []
     for r in rows:
         if r["endpoint"] != "recommend":
             continue
-        base = noop[(r["workers"], r["concurrency"])]
+        base = noop[_key(r)]
         ratio = r["rps"] / base["rps"]
         line = (
-            f"workers {r['workers']}, c={r['concurrency']}: /recommend at {ratio:.2f} of /noop's "
+            f"workers {r['workers']}, {r['variant']}, c={r['concurrency']}: /recommend at "
+            f"{ratio:.2f} of /noop's "
             f"req/s ({'MET' if ratio >= 0.8 else 'NOT MET'}, target ≥ 0.80)"
         )
         if r["concurrency"] == 32:
@@ -226,10 +247,19 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
+def _key(row: dict) -> tuple:
+    return row["workers"], row["variant"], row["concurrency"]
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``name:K=V,K=V`` → (name, {K: V})."""
+    name, _, assignments = text.partition(":")
+    env = dict(kv.split("=", 1) for kv in assignments.split(",") if kv)
+    return name, env
+
+
 def user_bodies(bundle: Path, n: int = 5000, seed: int = 0) -> list[bytes]:
     """``{user_id, k: 10}`` request bodies for ``n`` known users of the bundle, fixed order."""
-    from serving.bundle import load_bundle
-
     users = sorted(load_bundle(bundle).user_index)
     rng = np.random.default_rng(seed)
     return [
@@ -240,6 +270,67 @@ def user_bodies(bundle: Path, n: int = 5000, seed: int = 0) -> list[bytes]:
 def uptime() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def run_server(
+    args: argparse.Namespace,
+    workers: int,
+    variant: str,
+    env: dict[str, str],
+    bodies: list[bytes],
+    raw: list[dict],
+    runs: list[dict],
+) -> list[dict]:
+    """One server (``workers``, ``env``): every level and endpoint ``args.repeats`` times; the
+    median rows. Appends each measurement to ``raw`` and the server's facts to ``runs``."""
+    cores = len(os.sched_getaffinity(0))
+    server_cpus, client_cpus, note = placement(workers, cores)
+    overrides = service_overrides(workers, args.threads, not args.no_access_log)
+    scratch = BENCH_DIR / f"cost-{os.getpid()}-w{workers}-{variant}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    all_cpus = os.sched_getaffinity(0)
+    run = {"workers": workers, "variant": variant, "env": env, "placement": note}
+    run |= {"overrides": overrides, "load_before": uptime()}
+    print(f"workers {workers}, {variant}: {note}; load average {run['load_before']}", flush=True)
+    rows = []
+    try:
+        with bentoml_server(
+            args.bundle,
+            scratch / "feedback",
+            scratch / "server.log",
+            overrides,
+            env,
+            300.0,
+            cpus=server_cpus,
+        ) as (url, proc):
+            os.sched_setaffinity(0, client_cpus)
+            reps: dict[tuple[int, str], list[dict]] = {}
+            for rep in range(args.repeats):
+                for c in args.concurrency:
+                    for endpoint in ENDPOINTS:
+                        m = measure(url, endpoint, bodies, c, args.warmup, args.seconds, proc.pid)
+                        m |= {"workers": workers, "variant": variant, "repeat": rep}
+                        raw.append(m)
+                        reps.setdefault((c, endpoint), []).append(m)
+                        print(
+                            f"  rep {rep} c={c} /{endpoint}: {m['rps']:.0f} req/s, "
+                            f"p50 {m.get('p50_ms', float('nan')):.2f} p99 "
+                            f"{m.get('p99_ms', float('nan')):.2f} ms, app p99 "
+                            f"{m.get('app_p99_ms', float('nan')):.2f} ms",
+                            flush=True,
+                        )
+            for c in args.concurrency:
+                for endpoint in ENDPOINTS:
+                    rows.append(
+                        {"workers": workers, "variant": variant, **summarise(reps[(c, endpoint)])}
+                    )
+    finally:
+        os.sched_setaffinity(0, all_cpus)
+        shutil.rmtree(scratch, ignore_errors=True)
+    run["load_after"] = uptime()
+    runs.append(run)
+    return rows
 
 
 def main() -> None:
@@ -257,6 +348,7 @@ def main() -> None:
         "--no-access-log", action="store_true", help="turn BentoML's access log off"
     )
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:K=V,K=V")
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args()
     if not args.bundle.exists():
@@ -272,56 +364,12 @@ def main() -> None:
     info = {**machine(), "argv": sys.argv[1:], "server_env": extra_env, "cores_usable": cores}
     print(json.dumps(info), flush=True)
     rows, raw, runs = [], [], []
+    variants = [("shipped", {}), *(parse_variant(v) for v in args.variant)]
     for workers in args.workers:
-        server_cpus, client_cpus, note = placement(workers, cores)
-        overrides = service_overrides(workers, args.threads, not args.no_access_log)
-        scratch = BENCH_DIR / f"cost-{os.getpid()}-w{workers}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        all_cpus = os.sched_getaffinity(0)
-        run = {
-            "workers": workers,
-            "placement": note,
-            "overrides": overrides,
-            "load_before": uptime(),
-        }
-        print(f"workers {workers}: {note}; load average {run['load_before']}", flush=True)
-        try:
-            with bentoml_server(
-                args.bundle,
-                scratch / "feedback",
-                scratch / "server.log",
-                overrides,
-                extra_env,
-                300.0,
-                cpus=server_cpus,
-            ) as (url, proc):
-                os.sched_setaffinity(0, client_cpus)
-                reps: dict[tuple[int, str], list[dict]] = {}
-                for rep in range(args.repeats):
-                    for c in args.concurrency:
-                        for endpoint in ENDPOINTS:
-                            m = measure(
-                                url, endpoint, bodies, c, args.warmup, args.seconds, proc.pid
-                            )
-                            m |= {"workers": workers, "repeat": rep}
-                            raw.append(m)
-                            reps.setdefault((c, endpoint), []).append(m)
-                            print(
-                                f"  rep {rep} c={c} /{endpoint}: {m['rps']:.0f} req/s, "
-                                f"p50 {m.get('p50_ms', float('nan')):.2f} p99 "
-                                f"{m.get('p99_ms', float('nan')):.2f} ms, app p99 "
-                                f"{m.get('app_p99_ms', float('nan')):.2f} ms",
-                                flush=True,
-                            )
-                for c in args.concurrency:
-                    for endpoint in ENDPOINTS:
-                        rows.append({"workers": workers, **summarise(reps[(c, endpoint)])})
-        finally:
-            os.sched_setaffinity(0, all_cpus)
-            shutil.rmtree(scratch, ignore_errors=True)
-        run["load_after"] = uptime()
-        runs.append(run)
+        for variant, variant_env in variants:
+            rows += run_server(
+                args, workers, variant, {**extra_env, **variant_env}, bodies, raw, runs
+            )
     text = "\n".join(
         [
             f"# serving cost: /recommend vs /noop ({info['cpu']}, {cores} cores), bentoml "
@@ -330,7 +378,8 @@ def main() -> None:
             f"{args.seconds:g} s per level (after {args.warmup:g} s warm-up); server env "
             f"{json.dumps(extra_env)}",
             *(
-                f"# workers {r['workers']}: {r['placement']}; load average (1/5/15 min) "
+                f"# workers {r['workers']}, {r['variant']} {json.dumps(r['env'])}: "
+                f"{r['placement']}; load average (1/5/15 min) "
                 f"{r['load_before']} before, {r['load_after']} after"
                 for r in runs
             ),

@@ -11,7 +11,8 @@ Environment (read when the app starts):
   ``/healthz``, ``/livez``, ``/readyz`` (``/metrics`` and ``/docs.json`` included);
 - ``LADDER_MAX_BODY_BYTES``: the largest request body read (default 4 MiB); a larger declared
   ``Content-Length`` is refused before reading, a longer streamed body as soon as it passes the cap;
-- ``LADDER_SERVER_TIMING``: ``1`` adds ``Server-Timing: app;dur=<ms>`` to every response: the
+- ``LADDER_SERVER_TIMING``: ``1`` adds ``Server-Timing: app;dur=<ms>, pid;desc=<worker pid>`` to
+  every response: the
   milliseconds from this middleware receiving the request to the response's start (body read,
   validation, the thread pool's queue, the API method, serialisation), so that a client can tell
   time spent in the app from time spent before it (sockets, the event loop; benchmarks/serving_cost.py).
@@ -195,12 +196,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _timed(send: Send, start: float) -> Send:
-    """A ``send`` that adds ``Server-Timing: app;dur=<ms since start>`` to the response start."""
+    """A ``send`` that adds ``Server-Timing: app;dur=<ms since start>, pid;desc=<worker pid>``."""
 
     async def timed(message: Message) -> None:
         if message["type"] == "http.response.start":
-            ms = f"app;dur={1e3 * (time.perf_counter() - start):.3f}".encode()
-            headers = [*message.get("headers", []), (b"server-timing", ms)]
+            ms = f"app;dur={1e3 * (time.perf_counter() - start):.3f}, pid;desc={os.getpid()}"
+            headers = [*message.get("headers", []), (b"server-timing", ms.encode())]
             message = {**message, "headers": headers}
         await send(message)
 

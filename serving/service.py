@@ -16,6 +16,7 @@ Environment:
 - ``LADDER_WORKERS``: worker processes on the one socket (default 1; a number or ``cpu_count``);
 - ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
   version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
+- ``LADDER_ACCESS_LOG``: ``1`` turns on BentoML's access log (a line per request; default off);
 - ``LADDER_BENCH_NOOP``: ``1`` turns on ``/noop``, the serving-cost benchmark's yardstick
   (benchmarks/serving_cost.py): the request and response of ``/recommend`` through the same
   service, middleware and workers, with no model work and no log write. Off (404) by default.
@@ -90,6 +91,7 @@ MAX_FILTER_IDS = 10_000  # allow_items / deny_items
 MAX_RECENT = 1000
 MAX_EVENTS = 10_000
 MAX_PAIRS = 1000
+FREE_BYTES_EVERY_S = 1.0  # the free-space gauge is refreshed at most this often
 
 # The contract's id limits (features/contract.py): what the service accepts, ingest keeps.
 Id = Annotated[
@@ -298,7 +300,18 @@ def event_names(bundle: Bundle) -> EventNames:
 
 # LADDER_WORKERS processes (each follows the bundle source on its own); 4 threads per worker for
 # the sync APIs so that an fsync does not hold up the other requests (benchmarks/serving_load.py).
-SERVICE_CONFIG = {"traffic": {"timeout": 30}, "workers": workers_setting(), "threads": 4}
+def access_log_setting() -> bool:
+    """``LADDER_ACCESS_LOG``: ``1`` for BentoML's per-request access log line (default off: every
+    slate is in the feedback log, counts and latencies in ``/metrics``; benchmarks/serving_cost.py)."""
+    return os.environ.get("LADDER_ACCESS_LOG", "0").lower() in TRUE
+
+
+SERVICE_CONFIG = {
+    "traffic": {"timeout": 30},
+    "workers": workers_setting(),
+    "threads": 4,
+    "logging": {"access": {"enabled": access_log_setting()}},
+}
 
 
 @bentoml.service(**SERVICE_CONFIG)
@@ -319,6 +332,7 @@ class Recommender:
             on_sync_failure=lambda exc: self.metrics.fsync_failures.inc(),
         )
         self.metrics.free_bytes.set(self.feedback_log.free_bytes())
+        self._free_bytes_at = time.monotonic()
         self.feedback_policy = FeedbackPolicy.from_env()
         self.default_exploration = _default_exploration()
         self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in TRUE
@@ -333,13 +347,23 @@ class Recommender:
         try:
             self.feedback_log.append(records, durable=durable)
         except OSError as exc:
+            self._free_bytes_at = -FREE_BYTES_EVERY_S  # a failed append refreshes it now
             self.metrics.append_failures.labels(errno.errorcode.get(exc.errno, "other")).inc()
             log.error("feedback log append failed: %s", exc)
             cause = describe_os_error(exc)
             raise ApiError(503, f"feedback log unavailable: {cause}; {consequence}") from exc
         finally:
-            with contextlib.suppress(OSError):
-                self.metrics.free_bytes.set(self.feedback_log.free_bytes())
+            self._update_free_bytes()
+
+    def _update_free_bytes(self, every_s: float = FREE_BYTES_EVERY_S) -> None:
+        """Refresh the free-space gauge at most every ``every_s`` seconds (a ``statvfs`` per
+        request was 4 % of a worker's samples under load, benchmarks/serving_cost.py)."""
+        now = time.monotonic()
+        if now - self._free_bytes_at < every_s:
+            return
+        self._free_bytes_at = now
+        with contextlib.suppress(OSError):
+            self.metrics.free_bytes.set(self.feedback_log.free_bytes())
 
     @bentoml.api(route="/recommend")
     @answers_errors
@@ -397,7 +421,7 @@ class Recommender:
                 allow_items=allow_items,
                 deny_items=deny_items or (),
                 exploration=temperature,
-                rng=np.random.default_rng(seed),
+                rng=np.random.default_rng(seed) if temperature > 0 else None,  # top-k: none
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc

@@ -2,6 +2,8 @@
 (serving/guard.py): both off unless asked for, and, when on, ``/noop`` answers ``/recommend``'s
 shape through the same middleware (so LADDER_AUTH_ALL covers it) without touching the log."""
 
+import os
+
 import pytest
 
 from tests.asgi import serving
@@ -27,8 +29,9 @@ def test_noop_is_a_404_unless_enabled_and_writes_nothing(bundle_dir, tmp_path):
         assert [it["item_id"] for it in body["items"]] == ["noop-0", "noop-1", "noop-2"]
         assert [it["position"] for it in body["items"]] == [0, 1, 2]
         assert body["user_id"] == "u1" and body["model_version"] == version
-        name, _, dur = r.headers["server-timing"].partition(";dur=")
-        assert name == "app" and 0 < float(dur) < 30_000
+        app, pid = r.headers["server-timing"].split(", ")  # app;dur=<ms>, pid;desc=<worker>
+        assert app.startswith("app;dur=") and 0 < float(app[8:]) < 30_000
+        assert pid == f"pid;desc={os.getpid()}"  # the in-process app: this process
         # the same validation as /recommend: k out of range is a 400 naming the field
         bad = c.post("/noop", json={"user_id": "u1", "k": 0})
         assert bad.status_code == 400 and "k" in bad.json()["error"]

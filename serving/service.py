@@ -17,6 +17,9 @@ Environment:
 - ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
   version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
 - ``LADDER_ACCESS_LOG``: ``1`` turns on BentoML's access log (a line per request; default off);
+- ``LADDER_TRACING``: ``1`` keeps BentoML's OpenTelemetry span per request (default off);
+- ``LADDER_GC_FREEZE``: ``0`` / ``1``: ``gc.freeze()`` once the worker has started (default on in
+  ``bentoml serve`` workers, off in-process);
 - ``LADDER_BENCH_NOOP``: ``1`` turns on ``/noop``, the serving-cost benchmark's yardstick
   (benchmarks/serving_cost.py): the request and response of ``/recommend`` through the same
   service, middleware and workers, with no model work and no log write. Off (404) by default.
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import time
@@ -306,11 +310,32 @@ def access_log_setting() -> bool:
     return os.environ.get("LADDER_ACCESS_LOG", "0").lower() in TRUE
 
 
+def gc_freeze_setting() -> bool:
+    """``LADDER_GC_FREEZE``: ``1`` moves every object alive once the service has started into
+    Python's permanent generation (``gc.freeze``), so that a full collection no longer scans the
+    ~260k objects of the imports and the bundle — one took 430 ms on the loaded 2-core machine,
+    a pause for every request in flight (docs/serving-cost.md). Default: on in a ``bentoml serve``
+    worker, off in-process (tests)."""
+    from bentoml._internal.context import server_context
+
+    default = "1" if server_context.worker_index is not None else "0"
+    return os.environ.get("LADDER_GC_FREEZE", default).lower() in TRUE
+
+
+def tracing_setting() -> dict:
+    """``LADDER_TRACING``: ``1`` keeps BentoML's OpenTelemetry span per request (set it when a
+    tracing exporter is configured); default off — every URL excluded, so the middleware passes
+    requests straight through (its spans were 9–16 % of a worker's samples, with no exporter)."""
+    on = os.environ.get("LADDER_TRACING", "0").lower() in TRUE
+    return {} if on else {"excluded_urls": [".*"]}
+
+
 SERVICE_CONFIG = {
     "traffic": {"timeout": 30},
     "workers": workers_setting(),
     "threads": 4,
     "logging": {"access": {"enabled": access_log_setting()}},
+    "tracing": tracing_setting(),
 }
 
 
@@ -341,6 +366,9 @@ class Recommender:
             if os.environ.get("LADDER_BENCH_NOOP", "0").lower() in TRUE
             else None
         )
+        if gc_freeze_setting():
+            gc.collect()
+            gc.freeze()  # what start-up built (imports, the bundle) is never scanned again
 
     def _append(self, records: list[dict], durable: bool, consequence: str) -> None:
         """Append to the log; a disk that fails it is a 503 naming the cause and ``consequence``."""

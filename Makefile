@@ -10,11 +10,11 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test serve ui bench bench-scale bench-serving loop report lint docs-check tracking-server dvc-remote mutate
+.PHONY: install run test serve ui bench bench-scale bench-serving bench-serving-cost loop report lint docs-check tracking-server dvc-remote mutate
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,team,scale]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,team,scale,profile]'
 	touch $@
 
 install: $(VENV)/.installed  ## create the virtual environment and install pinned dependencies
@@ -45,11 +45,15 @@ ui: install  ## open the MLflow UI on http://localhost:$(UI_PORT)
 bench: install  ## ingest + features benchmark on 10 million synthetic events
 	$(PY) benchmarks/ingest_features.py
 
+bench-serving-cost: install  ## /recommend vs a no-op endpoint, 1 and 2 workers, c = 1 8 32 (~4 min)
+	test -e data/serving/CURRENT || OMP_NUM_THREADS=1 dvc repro index
+	OMP_NUM_THREADS=1 $(PY) benchmarks/serving_cost.py
+
 bench-scale: install  ## ingest + features polars vs ray (10M events); GNOLR training dense/sparse/DDP×2 (100k, 1M ids)
 	$(PY) benchmarks/scale_data.py $(BENCH_SCALE_ARGS)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/scale_train.py $(BENCH_SCALE_TRAIN_ARGS)
 
-bench-serving: install  ## /recommend under load (100k and 1M items) and the FAISS index kinds
+bench-serving: bench-serving-cost  ## + /recommend under load (100k and 1M items) and the FAISS index kinds
 	OMP_NUM_THREADS=1 $(PY) benchmarks/serving_load.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/index_kinds.py
 

@@ -395,8 +395,11 @@ def bentoml_server(
     start_timeout: float,
     target: str = "serving.service:Recommender",
     cwd: Path = ROOT,
+    cpus: set[int] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A `bentoml serve` in its own process group on 127.0.0.1; yields (base URL, process).
+
+    ``cpus``: the CPU cores the server (and every worker it starts) may run on; default all.
 
     Waits until ``/readyz`` answers 200 (or fails with the server log's tail); the whole process
     group is terminated (SIGTERM, then SIGKILL after 15 s) when the block exits, whatever happens.
@@ -416,7 +419,13 @@ def bentoml_server(
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -10,7 +10,12 @@ Environment (read when the app starts):
 - ``LADDER_AUTH_ALL``: ``1`` to require the token on every endpoint except the probes
   ``/healthz``, ``/livez``, ``/readyz`` (``/metrics`` and ``/docs.json`` included);
 - ``LADDER_MAX_BODY_BYTES``: the largest request body read (default 4 MiB); a larger declared
-  ``Content-Length`` is refused before reading, a longer streamed body as soon as it passes the cap.
+  ``Content-Length`` is refused before reading, a longer streamed body as soon as it passes the cap;
+- ``LADDER_SERVER_TIMING``: ``1`` adds ``Server-Timing: app;dur=<ms>, pid;desc=<worker pid>`` to
+  every response: the
+  milliseconds from this middleware receiving the request to the response's start (body read,
+  validation, the thread pool's queue, the API method, serialisation), so that a client can tell
+  time spent in the app from time spent before it (sockets, the event loop; benchmarks/serving_cost.py).
 
 Answers: no or malformed ``Authorization`` → 401 (with ``WWW-Authenticate: Bearer``), a wrong token
 → 403, an oversized body → 413, a form or pickle body → 415 (every endpoint reads JSON; BentoML
@@ -25,6 +30,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +59,7 @@ class GuardSettings:
     token: str | None = None
     auth_all: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    server_timing: bool = False
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
@@ -74,6 +81,7 @@ class GuardSettings:
             token=env.get("LADDER_API_TOKEN") or None,
             auth_all=env.get("LADDER_AUTH_ALL", "0").lower() in TRUE,
             max_body_bytes=max_body,
+            server_timing=env.get("LADDER_SERVER_TIMING", "0").lower() in TRUE,
         )
 
 
@@ -100,6 +108,8 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.settings.server_timing:
+            send = _timed(send, time.perf_counter())
         refused = self._authorize(scope)
         if refused is not None:
             await _respond(send, *refused)
@@ -183,6 +193,19 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def _timed(send: Send, start: float) -> Send:
+    """A ``send`` that adds ``Server-Timing: app;dur=<ms since start>, pid;desc=<worker pid>``."""
+
+    async def timed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            ms = f"app;dur={1e3 * (time.perf_counter() - start):.3f}, pid;desc={os.getpid()}"
+            headers = [*message.get("headers", []), (b"server-timing", ms.encode())]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return timed
 
 
 def _shaping_errors(send: Send) -> Send:

@@ -16,9 +16,17 @@ Environment:
 - ``LADDER_WORKERS``: worker processes on the one socket (default 1; a number or ``cpu_count``);
 - ``LADDER_POLL_SECONDS``: every worker checks ``LADDER_BUNDLE`` this often and swaps in a new
   version (default 10; 0 = only on ``/reload``), keeping the old one when the new one fails to load.
+- ``LADDER_ACCESS_LOG``: ``1`` turns on BentoML's access log (a line per request; default off);
+- ``LADDER_TRACING``: ``1`` keeps BentoML's OpenTelemetry span per request (default off);
+- ``LADDER_GC_FREEZE``: ``0`` / ``1``: ``gc.freeze()`` once the worker has started (default on in
+  ``bentoml serve`` workers, off in-process);
+- ``LADDER_BENCH_NOOP``: ``1`` turns on ``/noop``, the serving-cost benchmark's yardstick
+  (benchmarks/serving_cost.py): the request and response of ``/recommend`` through the same
+  service, middleware and workers, with no model work and no log write. Off (404) by default.
 
 Endpoints (JSON; every response names the ``model_version`` that served it): ``/recommend``,
-``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle``; BentoML adds ``/healthz``,
+``/similar_items``, ``/score``, ``/feedback``, ``/reload``, ``/bundle`` (and ``/noop``, off unless
+``LADDER_BENCH_NOOP=1``); BentoML adds ``/healthz``,
 ``/readyz``, ``/metrics`` (Prometheus) and the OpenAPI schema at ``/docs.json``.
 
 Errors, all ``{"error": "<message>", "detail": ...}`` (serving/errors.py): a body that fails
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import time
@@ -86,6 +95,7 @@ MAX_FILTER_IDS = 10_000  # allow_items / deny_items
 MAX_RECENT = 1000
 MAX_EVENTS = 10_000
 MAX_PAIRS = 1000
+FREE_BYTES_EVERY_S = 1.0  # the free-space gauge is refreshed at most this often
 
 # The contract's id limits (features/contract.py): what the service accepts, ingest keeps.
 Id = Annotated[
@@ -272,6 +282,20 @@ def workers_setting() -> int | str:
     return raw if raw == "cpu_count" else int(_env_number("LADDER_WORKERS", raw, 1))
 
 
+TRUE = ("1", "true", "yes")
+
+
+def _noop_item(position: int) -> RecommendedItem:
+    return RecommendedItem(
+        item_id=f"noop-{position}",
+        score=-float(position),
+        probabilities={"click": 0.5, "cart": 0.25, "purchase": 0.125},
+        p_love=0.1,
+        position=position,
+        propensity=1.0,
+    )
+
+
 def event_names(bundle: Bundle) -> EventNames:
     """The event vocabulary: the bundle's levels and (if recorded) reactions, else the defaults."""
     reactions = bundle.manifest.get("reactions", EventNames().reactions)
@@ -280,7 +304,39 @@ def event_names(bundle: Bundle) -> EventNames:
 
 # LADDER_WORKERS processes (each follows the bundle source on its own); 4 threads per worker for
 # the sync APIs so that an fsync does not hold up the other requests (benchmarks/serving_load.py).
-SERVICE_CONFIG = {"traffic": {"timeout": 30}, "workers": workers_setting(), "threads": 4}
+def access_log_setting() -> bool:
+    """``LADDER_ACCESS_LOG``: ``1`` for BentoML's per-request access log line (default off: every
+    slate is in the feedback log, counts and latencies in ``/metrics``; benchmarks/serving_cost.py)."""
+    return os.environ.get("LADDER_ACCESS_LOG", "0").lower() in TRUE
+
+
+def gc_freeze_setting() -> bool:
+    """``LADDER_GC_FREEZE``: ``1`` moves every object alive once the service has started into
+    Python's permanent generation (``gc.freeze``), so that a full collection no longer scans the
+    ~260k objects of the imports and the bundle — one took 430 ms on the loaded 2-core machine,
+    a pause for every request in flight (docs/serving-cost.md). Default: on in a ``bentoml serve``
+    worker, off in-process (tests)."""
+    from bentoml._internal.context import server_context
+
+    default = "1" if server_context.worker_index is not None else "0"
+    return os.environ.get("LADDER_GC_FREEZE", default).lower() in TRUE
+
+
+def tracing_setting() -> dict:
+    """``LADDER_TRACING``: ``1`` keeps BentoML's OpenTelemetry span per request (set it when a
+    tracing exporter is configured); default off — every URL excluded, so the middleware passes
+    requests straight through (its spans were 9–16 % of a worker's samples, with no exporter)."""
+    on = os.environ.get("LADDER_TRACING", "0").lower() in TRUE
+    return {} if on else {"excluded_urls": [".*"]}
+
+
+SERVICE_CONFIG = {
+    "traffic": {"timeout": 30},
+    "workers": workers_setting(),
+    "threads": 4,
+    "logging": {"access": {"enabled": access_log_setting()}},
+    "tracing": tracing_setting(),
+}
 
 
 @bentoml.service(**SERVICE_CONFIG)
@@ -301,26 +357,41 @@ class Recommender:
             on_sync_failure=lambda exc: self.metrics.fsync_failures.inc(),
         )
         self.metrics.free_bytes.set(self.feedback_log.free_bytes())
+        self._free_bytes_at = time.monotonic()
         self.feedback_policy = FeedbackPolicy.from_env()
         self.default_exploration = _default_exploration()
-        self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in (
-            "1",
-            "true",
-            "yes",
+        self.sync_impressions = os.environ.get("LADDER_SYNC_IMPRESSIONS", "0").lower() in TRUE
+        self.noop_items = (
+            [_noop_item(i) for i in range(MAX_K)]
+            if os.environ.get("LADDER_BENCH_NOOP", "0").lower() in TRUE
+            else None
         )
+        if gc_freeze_setting():
+            gc.collect()
+            gc.freeze()  # what start-up built (imports, the bundle) is never scanned again
 
     def _append(self, records: list[dict], durable: bool, consequence: str) -> None:
         """Append to the log; a disk that fails it is a 503 naming the cause and ``consequence``."""
         try:
             self.feedback_log.append(records, durable=durable)
         except OSError as exc:
+            self._free_bytes_at = -FREE_BYTES_EVERY_S  # a failed append refreshes it now
             self.metrics.append_failures.labels(errno.errorcode.get(exc.errno, "other")).inc()
             log.error("feedback log append failed: %s", exc)
             cause = describe_os_error(exc)
             raise ApiError(503, f"feedback log unavailable: {cause}; {consequence}") from exc
         finally:
-            with contextlib.suppress(OSError):
-                self.metrics.free_bytes.set(self.feedback_log.free_bytes())
+            self._update_free_bytes()
+
+    def _update_free_bytes(self, every_s: float = FREE_BYTES_EVERY_S) -> None:
+        """Refresh the free-space gauge at most every ``every_s`` seconds (a ``statvfs`` per
+        request was 4 % of a worker's samples under load, benchmarks/serving_cost.py)."""
+        now = time.monotonic()
+        if now - self._free_bytes_at < every_s:
+            return
+        self._free_bytes_at = now
+        with contextlib.suppress(OSError):
+            self.metrics.free_bytes.set(self.feedback_log.free_bytes())
 
     @bentoml.api(route="/recommend")
     @answers_errors
@@ -378,7 +449,7 @@ class Recommender:
                 allow_items=allow_items,
                 deny_items=deny_items or (),
                 exploration=temperature,
-                rng=np.random.default_rng(seed),
+                rng=np.random.default_rng(seed) if temperature > 0 else None,  # top-k: none
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
@@ -393,6 +464,24 @@ class Recommender:
             items=[RecommendedItem(**vars(r)) for r in result.items],
             model_version=result.model_version,
             fallback=result.fallback,
+        )
+
+    @bentoml.api(route="/noop")
+    @answers_errors
+    def noop(
+        self,
+        user_id: Annotated[Id | None, Field(description="echoed back")] = None,
+        k: Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items")] = 10,
+    ) -> RecommendResponse:
+        """The benchmark's yardstick (off unless ``LADDER_BENCH_NOOP=1``, else 404): a response of
+        ``/recommend``'s shape with k fixed items, no retrieval, no log write."""
+        if self.noop_items is None:
+            raise ApiError(404, "/noop is off: the server was started without LADDER_BENCH_NOOP=1")
+        return RecommendResponse(
+            user_id=user_id or "anonymous",
+            slate_id="0" * 32,
+            items=self.noop_items[:k],
+            model_version=self.live.current.model_version,
         )
 
     @bentoml.api(route="/similar_items")

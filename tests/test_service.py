@@ -372,7 +372,9 @@ def test_filtered_results_through_hnsw_and_ivf_equal_exact_search(bundle):
     deny = [str(i) for i in bundle.item_ids[bundle.popular[:5]]]
     exact = dataclasses.replace(bundle, retriever=Retriever(vectors))
     for kind in ("hnsw", "ivf"):
-        cfg = IndexConfig(kind=kind, ivf_nlist=2, ivf_nprobe=2, hnsw_ef_search=64)
+        # the served efSearch (params' 256): at 64 HNSW is approximate (recall@10 0.999 on the
+        # default shop's 2,000 items) and one miss in 25 slates changes the slate, not the filters
+        cfg = IndexConfig(kind=kind, ivf_nlist=2, ivf_nprobe=2)
         index, _ = build_index(vectors, cfg)
         ann = dataclasses.replace(bundle, retriever=Retriever(vectors, index))
         for user in users:

@@ -12,7 +12,8 @@ for one level — on every positive and 32 negatives re-drawn at every step from
 non-positives in training), ``gnolr_sampled`` (sampled softmax, popularity proposal, log-Q).
 
 Graded models start from the ``gnolr`` section of params.yaml (the pipeline's configuration) and
-change one thing each: ``gnolr_capped`` (the paper's shared γ under the ordering cap),
+change one thing each: ``gnolr_capped`` (the paper's shared γ under the ordering cap, no item
+bias: the pipeline default before per-head scales were chosen on validation),
 ``gnolr_per_head`` (per-head scales, γ_1 learned, per-level item bias), ``gnolr_v0``
 (no nesting), ``gnolr_v1`` (full NLL only), ``naive_olr`` (one cosine), ``mt_bce`` (independent
 BCE heads), ``bce_per_level`` (one model per level).
@@ -180,7 +181,8 @@ TOPN: dict[str, Candidate] = {
 
 VARIANTS: dict[str, Settings] = {
     "gnolr": {},
-    "gnolr_capped": {"scale": "shared", "gamma": "auto"},
+    # the previous pipeline default (the paper's form): a shared γ under the cap, no item bias
+    "gnolr_capped": {"scale": "shared", "gamma": "auto", "item_bias": "none"},
     # the per-head scale without the cap (γ_1 free and learned, deeper scales inside their
     # bounds) and a per-level item bias kept inside the ordering bound
     "gnolr_per_head": {"scale": "per_head", "gamma": "auto", "item_bias": "per_level"},

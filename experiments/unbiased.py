@@ -63,6 +63,7 @@ from evaluation.estimators import (
 from evaluation.ips import IPSRankingMetrics
 from evaluation.metrics import auc
 from evaluation.protocol import ground_truth_ndcg, ranking_metrics
+from evaluation.selection import over_seeds, verdict
 from features.propensity import PropensityConfig, estimate_item_propensity, propensity_report
 from features.seen import SeenItems
 from features.sources.obd import OBDConfig, logged_rounds
@@ -72,6 +73,7 @@ from models.relmf.config import RelMFConfig
 from models.relmf.fit import fit_relmf
 from models.relmf.loss import RelMFLoss
 from models.relmf.network import MFEmbeddings
+from pipelines.outputs import atomic_file, write_json
 from serving.recommend import ranker
 from serving.retrieval import Retriever
 
@@ -366,6 +368,132 @@ def run_synthetic(args: argparse.Namespace) -> None:
     print(f"\nworld: {json.dumps(prop_reports[0], default=float)}")
     print(f"synthetic: {time.perf_counter() - start:.0f}s → {out}/synthetic.{{md,json}}, "
           f"{out}/synthetic_m_sweep.csv")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- (a') bias map
+
+BIAS_MAP_METRICS = ("gt_ndcg@10/rare", "gt_recall@10/rare", "gt_ndcg@10/all")
+
+
+def bias_map_cell(rows: list[dict], metric: str) -> dict:
+    """One (β, metric) cell: naive and clipped means over seeds, and the paired difference
+    clipped − naive per seed, mean ± 95 % Student-t interval (n − 1 df); ``tie`` when it holds 0."""
+    by_seed = {
+        (r["seed"], r["method"]): r[metric] for r in rows if r["method"] in ("naive", "clipped")
+    }
+    seeds = sorted({s for s, _ in by_seed})
+    naive = [by_seed[s, "naive"] for s in seeds]
+    clipped = [by_seed[s, "clipped"] for s in seeds]
+    diff = over_seeds([c - n for c, n in zip(clipped, naive, strict=True)])
+    return {
+        "naive": over_seeds(naive),
+        "clipped": over_seeds(clipped),
+        "diff": diff,
+        "verdict": verdict(Interval(diff["mean"], diff["lower"], diff["upper"], 0.05, diff["n"])),
+    }
+
+
+def bias_map_table(cells: dict[float, dict[str, dict]]) -> str:
+    """Markdown: one row per β, per metric naive, clipped and the paired difference [95 % CI]."""
+    head = ["β"]
+    for m in BIAS_MAP_METRICS:
+        head += [f"{m} naive", f"{m} clipped", f"{m} clipped − naive [95 % CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for beta, by_metric in cells.items():
+        row = [f"{beta:g}"]
+        for m in BIAS_MAP_METRICS:
+            c = by_metric[m]
+            d = c["diff"]
+            row += [
+                f"{c['naive']['mean']:.4f}",
+                f"{c['clipped']['mean']:.4f}",
+                f"{d['mean']:+.4f} [{d['lower']:+.4f}, {d['upper']:+.4f}] {c['verdict']}",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def run_bias_map(args: argparse.Namespace) -> None:
+    """Naive vs clipped IPS (M fixed in advance, params.yaml ``relmf.loss.clip``; true θ) on rare
+    items over logger bias β × seeds: the world of (a) per (β, seed), the same model settings, and
+    per β the mean over seeds with a Student-t interval of the paired difference."""
+    start = time.perf_counter()
+    k = 10
+    log = {"local_loss": "log", "non_negative": True}
+    methods = (
+        ("naive", RelMFLoss(estimator="naive", **log)),
+        ("clipped", RelMFLoss(estimator="clipped", clip=args.clip, **log)),
+    )
+    rows: list[dict] = []
+    for beta in args.betas:
+        for seed in args.seeds:
+            world = make_exposure_world(argparse.Namespace(**{**vars(args), "beta": beta}), seed)
+            train, test = _split_positives(world, seed)
+            exposure = world.exposed.sum(axis=0)
+            rare = np.argsort(exposure, kind="stable")[: int(RARE_SHARE * world.gamma.shape[1])]
+            rare_share = float(np.isin(train.items, rare).mean())
+            for method, loss in methods:
+                cfg = RelMFConfig(
+                    loss=loss,
+                    dim=args.dim,
+                    lr=args.lr,
+                    weight_decay=args.weight_decay,
+                    batch_users=128,
+                    max_epochs=args.epochs,
+                    seed=seed,
+                )
+                t0 = time.perf_counter()
+                result = fit_relmf(train, *world.gamma.shape, world.theta, cfg)
+                metrics = synthetic_metrics(result.embeddings, world, train, test, rare, k)
+                row = {
+                    "beta": beta,
+                    "seed": seed,
+                    "method": method,
+                    "positives": int(train.users.size),
+                    "rare_share_of_positives": rare_share,
+                    **metrics,
+                    "seconds": time.perf_counter() - t0,
+                }
+                rows.append(row)
+                print(
+                    f"bias-map β={beta:g} seed {seed} {method:<7} "
+                    + " ".join(f"{m}={row[m]:.4f}" for m in BIAS_MAP_METRICS)
+                    + f" ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
+    cells = {
+        beta: {
+            m: bias_map_cell([r for r in rows if r["beta"] == beta], m) for m in BIAS_MAP_METRICS
+        }
+        for beta in args.betas
+    }
+    seconds = time.perf_counter() - start
+    command = "python -m experiments.unbiased bias-map " + " ".join(
+        [
+            f"--betas {' '.join(f'{b:g}' for b in args.betas)}",
+            f"--seeds {' '.join(map(str, args.seeds))}",
+        ]
+    )
+    text = (
+        f"Generated by `{command}` ({seconds / 60:.0f} min); naive vs clipped IPS (M = {args.clip:g}, "
+        f"fixed in advance: params.yaml relmf.loss.clip; true θ), {len(args.seeds)} seeds per β; "
+        "intervals: 95 % Student t over seeds of the paired difference (tie = holds 0).\n\n"
+        + bias_map_table(cells)
+        + "\n"
+    )
+    table = Path(args.table)
+    with atomic_file(table.with_suffix(".md")) as tmp:
+        tmp.write_text(text)
+    write_json(
+        table.with_suffix(".json"),
+        {
+            "args": vars(args),
+            "rows": rows,
+            "cells": {f"{b:g}": c for b, c in cells.items()},
+            "seconds": seconds,
+        },
+    )
+    print("\n" + text)
 
 
 # --------------------------------------------------------------------------- (b) Open Bandit Dataset
@@ -701,6 +829,23 @@ def main() -> None:
     syn.add_argument("--weight-decay", type=float, default=1e-5)
     syn.add_argument("--epochs", type=int, default=40)
     syn.set_defaults(run=run_synthetic)
+
+    bmap = sub.add_parser("bias-map", help="(a') naive vs clipped IPS on rare items over β × seeds")
+    bmap.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    bmap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    bmap.add_argument("--clip", type=float, default=0.3, help="M, fixed in advance (params.yaml)")
+    bmap.add_argument("--n-users", type=int, default=3000)
+    bmap.add_argument("--n-items", type=int, default=500)
+    bmap.add_argument("--slots", type=float, default=300, help="mean slots per user")
+    bmap.add_argument("--relevance-rate", type=float, default=0.1, help="mean γ")
+    bmap.add_argument("--dim", type=int, default=16)
+    bmap.add_argument("--lr", type=float, default=0.01)
+    bmap.add_argument("--weight-decay", type=float, default=1e-5)
+    bmap.add_argument("--epochs", type=int, default=40)
+    bmap.add_argument(
+        "--table", default="results/unbiased_bias_map", help="output stem (.md, .json)"
+    )
+    bmap.set_defaults(run=run_bias_map)
 
     obd = sub.add_parser("obd", help="(b) Open Bandit Dataset: OPE of random from bts, MAR test")
     obd.add_argument("--cache-dir", default="data/external")

@@ -189,12 +189,13 @@ def test_the_default_gate_is_not_fooled_by_the_biased_observed_metric(promote_di
 
     metrics = json.loads((promote_dir / "data/metrics/evaluate.json").read_text())
     gnolr, pop = metrics["gnolr"], metrics["popularity"]
-    for level in ("click", "cart", "purchase"):  # observed NDCG sees popularity as no worse …
-        assert pop[f"ndcg_at_10/{level}"] >= gnolr[f"ndcg_at_10/{level}"]
-        # … while it is worse on the truth, and the IPS-weighted AUC sees that
+    # observed click NDCG sees popularity as far better (on this tiny world the per-head GNOLR
+    # can win observed purchase NDCG, so the observed gate below watches clicks) …
+    assert pop["ndcg_at_10/click"] > 2 * gnolr["ndcg_at_10/click"]
+    for level in ("click", "cart", "purchase"):
+        # … while it is worse on the truth at every level, and the IPS-weighted AUC sees that
         assert pop[f"gt_ndcg_at_10/{level}"] < gnolr[f"gt_ndcg_at_10/{level}"]
         assert pop[f"ips_auc/{level}"] < gnolr[f"ips_auc/{level}"]
-    assert pop["ndcg_at_10/click"] > 2 * gnolr["ndcg_at_10/click"]
     promote.main()
     assert champions()[0] == "1"
 
@@ -207,6 +208,6 @@ def test_the_default_gate_is_not_fooled_by_the_biased_observed_metric(promote_di
     assert record["decision"] == "refused" and champions()[0] == "1"
     assert "test/ips_auc/purchase" in record["checks"][0]["reason"]
 
-    set_promote(promote_dir, **{"gnolr.metric": "test/ndcg_at_10/{deepest}"})
+    set_promote(promote_dir, **{"gnolr.metric": "test/ndcg_at_10/click"})
     promote.main()
     assert decisions(promote_dir)["gnolr"] == "promoted" and champions()[0] == "3"

@@ -47,7 +47,9 @@ from serving_load import (  # noqa: E402
     BENCH_DIR,
     ROOT,
     bentoml_server,
+    drive,
     machine,
+    request_cap,
     service_overrides,
     tree_cpu_seconds,
 )
@@ -75,43 +77,14 @@ def placement(workers: int, cores: int) -> tuple[set[int], set[int], str]:
 
 async def _drive(
     url: str, bodies: list[bytes], concurrency: int, seconds: float
-) -> tuple[list[float], list[float], dict[str, int], float]:
-    """Closed loop; (client latencies s, (app ms, worker pid) from Server-Timing, errors, wall s)."""
-    import aiohttp
-
-    latencies: list[float] = []
-    app_ms: list[tuple[float, int]] = []
-    errors: dict[str, int] = {}
-    headers = {"content-type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter()
-        deadline = start + seconds
-
-        async def worker(offset: int) -> None:
-            n = offset
-            while time.perf_counter() < deadline:
-                n += concurrency
-                t0 = time.perf_counter()
-                try:
-                    async with session.post(
-                        url, data=bodies[n % len(bodies)], headers=headers
-                    ) as r:
-                        await r.read()
-                        timing = r.headers.get("server-timing", "")
-                        if r.status != 200:
-                            errors[f"http {r.status}"] = errors.get(f"http {r.status}", 0) + 1
-                            continue
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                app_ms.append(_server_timing(timing))
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        wall = time.perf_counter() - start
-    return latencies, app_ms, errors, wall
+) -> tuple[list[float], list[tuple[float, int]], dict[str, int], float]:
+    """Closed loop (serving_load.drive); (client latencies s, (app ms, worker pid) from
+    Server-Timing, errors, wall s)."""
+    headers: list[str] = []
+    latencies, errors, wall = await drive(
+        url, bodies, concurrency, seconds, request_cap(seconds), headers
+    )
+    return latencies, [_server_timing(h) for h in headers], errors, wall
 
 
 def _server_timing(header: str) -> tuple[float, int]:

@@ -494,10 +494,23 @@ class LevelResult:
     client_cpu_ms_per_req: float = float("nan")
 
 
-async def _drive(
-    url: str, bodies: list[bytes], concurrency: int, seconds: float, max_requests: int
+def request_cap(seconds: float) -> int:
+    """A hard bound on the requests of a closed loop of ``seconds``, far above any reachable rate."""
+    return 20_000 * max(1, int(seconds))
+
+
+async def drive(
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    server_timings: list[str] | None = None,
 ) -> tuple[list[float], dict[str, int], float]:
-    """Closed loop: ``concurrency`` workers POST until the deadline; (latencies s, errors, wall s)."""
+    """Closed loop: ``concurrency`` workers POST until the deadline; (latencies s, errors, wall s).
+
+    With ``server_timings``, each successful response's ``Server-Timing`` header is appended to it
+    (in the order of the latencies)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -523,11 +536,14 @@ async def _drive(
                         if r.status != 200:
                             errors[f"http {r.status}"] = errors.get(f"http {r.status}", 0) + 1
                             continue
+                        timing = r.headers.get("server-timing", "")
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     name = type(exc).__name__
                     errors[name] = errors.get(name, 0) + 1
                     continue
                 latencies.append(time.perf_counter() - t0)
+                if server_timings is not None:
+                    server_timings.append(timing)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
@@ -540,11 +556,11 @@ def run_level(
     """Warm up, then measure one concurrency level against ``url`` (/recommend)."""
     bodies = [json.dumps({Col.USER: u, "k": 10}).encode() for u in users]
     endpoint = f"{url}/recommend"
-    cap = 20_000 * max(1, int(seconds + warmup))  # a hard bound far above any reachable rate
+    cap = request_cap(seconds + warmup)
     if warmup > 0:
-        asyncio.run(_drive(endpoint, bodies, concurrency, warmup, cap))
+        asyncio.run(drive(endpoint, bodies, concurrency, warmup, cap))
     cpu0, client0 = tree_cpu_seconds(server_pid), time.process_time()
-    latencies, errors, wall = asyncio.run(_drive(endpoint, bodies, concurrency, seconds, cap))
+    latencies, errors, wall = asyncio.run(drive(endpoint, bodies, concurrency, seconds, cap))
     cpu1, client1 = tree_cpu_seconds(server_pid), time.process_time()
     n_err = sum(errors.values())
     done = len(latencies) + n_err

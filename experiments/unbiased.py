@@ -809,6 +809,19 @@ def run_sanity(args: argparse.Namespace) -> None:
     print(f"\nsanity: {time.perf_counter() - start:.0f}s → {out}/sanity.{{md,json}}")
 
 
+def _world_and_training_args(parser: argparse.ArgumentParser) -> None:
+    """The exposure world's size and the Rel-MF training settings, shared by ``synthetic`` and
+    ``bias-map``."""
+    parser.add_argument("--n-users", type=int, default=3000)
+    parser.add_argument("--n-items", type=int, default=500)
+    parser.add_argument("--slots", type=float, default=300, help="mean slots per user")
+    parser.add_argument("--relevance-rate", type=float, default=0.1, help="mean γ")
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=1e-5)
+    parser.add_argument("--epochs", type=int, default=40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(OUT))
@@ -818,30 +831,16 @@ def main() -> None:
     syn = sub.add_parser("synthetic", help="(a) naive vs IPS vs clipped IPS on a biased world")
     syn.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     syn.add_argument("--clips", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 1.0])
-    syn.add_argument("--n-users", type=int, default=3000)
-    syn.add_argument("--n-items", type=int, default=500)
     syn.add_argument("--beta", type=float, default=1.0, help="popularity bias β of the logger")
-    syn.add_argument("--slots", type=float, default=300, help="mean slots per user")
-    syn.add_argument("--relevance-rate", type=float, default=0.1, help="mean γ")
     syn.add_argument("--eta", type=float, default=0.5, help="η of the estimated propensity")
-    syn.add_argument("--dim", type=int, default=16)
-    syn.add_argument("--lr", type=float, default=0.01)
-    syn.add_argument("--weight-decay", type=float, default=1e-5)
-    syn.add_argument("--epochs", type=int, default=40)
+    _world_and_training_args(syn)
     syn.set_defaults(run=run_synthetic)
 
     bmap = sub.add_parser("bias-map", help="(a') naive vs clipped IPS on rare items over β × seeds")
     bmap.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     bmap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     bmap.add_argument("--clip", type=float, default=0.3, help="M, fixed in advance (params.yaml)")
-    bmap.add_argument("--n-users", type=int, default=3000)
-    bmap.add_argument("--n-items", type=int, default=500)
-    bmap.add_argument("--slots", type=float, default=300, help="mean slots per user")
-    bmap.add_argument("--relevance-rate", type=float, default=0.1, help="mean γ")
-    bmap.add_argument("--dim", type=int, default=16)
-    bmap.add_argument("--lr", type=float, default=0.01)
-    bmap.add_argument("--weight-decay", type=float, default=1e-5)
-    bmap.add_argument("--epochs", type=int, default=40)
+    _world_and_training_args(bmap)
     bmap.add_argument(
         "--table", default="results/unbiased_bias_map", help="output stem (.md, .json)"
     )

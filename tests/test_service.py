@@ -655,8 +655,8 @@ def test_a_live_bundle_serves_the_champion_and_reload_follows_the_alias(registry
 def test_score_matches_a_hand_computation_from_the_bundles_arrays(client, bundle):
     """/score against the formulas written out from the bundle's arrays — not the calls the
     endpoint makes: P(level ≥ c) = σ(Σ_{h≤c} γ_h·cos_h − a_c + b_i^c) (nested, per-head scales,
-    per-level item bias: the pipeline's default), or σ(γ_c·Σ_{h≤c} cos_h − a_c) (shared scale),
-    and P[Love] = calibrate(logit(Π_h σ(u_h·i_h + b_u + b_i + b_pos + b)) + log w) at position 0."""
+    per-level item bias: the pipeline's default) and
+    P[Love] = calibrate(logit(Π_h σ(u_h·i_h + b_u + b_i + b_pos + b)) + log w) at position 0."""
     emb, love = bundle.embeddings, bundle.plove
     assert emb.scoring == "nested" and love is not None
     assert emb.scale == "per_head" and emb.item_bias is not None  # params.yaml's gnolr
@@ -669,12 +669,8 @@ def test_score_matches_a_hand_computation_from_the_bundles_arrays(client, bundle
         u, i = bundle.user_index[user], bundle.item_index[item]
         cos = [float(np.dot(emb.users[u, h], emb.items[i, h])) for h in range(emb.users.shape[1])]
         for c, level in enumerate(bundle.levels):
-            if emb.scale == "per_head":
-                logit = sum(emb.gamma[h] * cos[h] for h in range(c + 1)) - emb.thresholds[c]
-            else:
-                logit = emb.gamma[c] * sum(cos[: c + 1]) - emb.thresholds[c]
-            if emb.item_bias is not None:
-                logit += emb.item_bias[i, c]
+            logit = sum(emb.gamma[h] * cos[h] for h in range(c + 1)) - emb.thresholds[c]
+            logit += emb.item_bias[i, c]
             assert row["probabilities"][level] == pytest.approx(1 / (1 + math.exp(-logit)), 1e-5)
         heads = [
             float(love.user_vectors[h, u] @ love.item_vectors[h, i])

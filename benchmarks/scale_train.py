@@ -16,6 +16,9 @@ on synthetic rows over ``ids`` users and ``ids`` items (uniform ids, random leve
 * ``ddp×2 sparse``: the same under ``strategy: ddp, devices: 2`` (two forked ranks, gloo; each
   takes half of every global batch of 2048).
 
+``--accelerator gpu`` runs the same rows on CUDA (DDP: spawned ranks, NCCL, ``--ddp-devices``
+GPUs) and adds the child's peak CUDA allocation; ``--modes`` picks rows.
+
 samples/s = training rows / wall seconds of ``trainer.fit`` (DDP: including forking the ranks and
 joining the process group). Peak RSS is the largest resident set of one process of the child's
 tree (``wait4``'s ``ru_maxrss``: the child and the ranks it waited for), not their sum. The dense
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,14 +48,16 @@ from models.fitting import seed_everything, train  # noqa: E402
 from models.gnolr.config import GNOLRConfig  # noqa: E402
 from models.gnolr.module import GNOLRModule  # noqa: E402
 from models.gnolr.network import GNOLR  # noqa: E402
-from pipelines.params import load_params  # noqa: E402
 
-MODES = ("single dense", "single sparse", "ddp×2 sparse")
+MODES = ("single dense", "single sparse", "ddp sparse")
 
 
-def child(mode: str, ids: int, rows: int) -> None:
-    """Train one epoch in ``mode`` and print ``{"seconds": …}`` as JSON."""
-    cfg = GNOLRConfig(**{**load_params(ROOT / "params.yaml").gnolr.model_dump(), "max_epochs": 1})
+def child(mode: str, ids: int, rows: int, accelerator: str = "cpu", ddp_devices: int = 2) -> None:
+    """Train one epoch in ``mode`` on ``accelerator`` and print ``{"seconds": …}`` as JSON."""
+    # params.yaml's gnolr section, validated by its own model (pipelines.params would import
+    # the serving stack, which a bare GPU box may lack)
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["gnolr"]
+    cfg = GNOLRConfig.model_validate({**section, "max_epochs": 1})
     seed_everything(0)
     net = GNOLR(ids, ids, np.array([1.0, 2.5, 4.0]), np.array([0.5, 0.5, 0.5]), cfg)
     if mode == "single dense":
@@ -69,30 +75,35 @@ def child(mode: str, ids: int, rows: int) -> None:
         GNOLRModule(net, cfg),
         batches,
         max_epochs=1,
-        accelerator="cpu",
+        accelerator=accelerator,
         strategy="ddp" if ddp else "single",
-        devices=2 if ddp else 1,
+        devices=ddp_devices if ddp else 1,
     )
-    print(json.dumps({"seconds": trained.seconds}))
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    print(json.dumps({"seconds": trained.seconds, "gpu_peak_mib": gpu_peak}))
 
 
-def measure(mode: str, ids: int, rows: int) -> dict:
+def measure(mode: str, ids: int, rows: int, accelerator: str = "cpu", ddp_devices: int = 2) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     cmd = [sys.executable, __file__, "--child", mode, "--ids", str(ids), "--rows", str(rows)]
+    cmd += ["--accelerator", accelerator, "--ddp-devices", str(ddp_devices)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} at {ids:,} ids failed (exit {proc.returncode})")
-    seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
+    reply = json.loads(out.strip().splitlines()[-1])
+    seconds = reply["seconds"]
     return {
-        "mode": mode,
+        "mode": f"ddp×{ddp_devices} sparse" if mode == "ddp sparse" else mode,
+        "accelerator": accelerator,
         "ids": ids,
         "rows": rows,
         "seconds": seconds,
         "samples_per_s": rows / seconds,
         "peak_rss_mib": usage.ru_maxrss / 1024,
+        "gpu_peak_mib": reply["gpu_peak_mib"],  # this process's CUDA allocations (0 on cpu)
     }
 
 
@@ -102,35 +113,41 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=300_000, help="training rows (sparse rows)")
     p.add_argument("--dense-rows", type=int, default=40_000, help="training rows of dense rows")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--ddp-devices", type=int, default=2, help="ranks of the ddp row (GPUs on gpu)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.ids[0], args.rows)
+        child(args.child, args.ids[0], args.rows, args.accelerator, args.ddp_devices)
         return
     load = os.getloadavg()
+    gpu = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else "no GPU"
     print(
-        f"# {platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS="
-        f"{os.environ.get('OMP_NUM_THREADS', '1')}, load average before {load[0]:.2f}"
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}, load average before {load[0]:.2f}"
     )
     results = []
     for ids in args.ids:
         base = None
-        for mode in MODES:
+        for mode in args.modes:
             rows = args.dense_rows if mode == "single dense" else args.rows
             start = time.perf_counter()
-            r = measure(mode, ids, rows)
+            r = measure(mode, ids, rows, args.accelerator, args.ddp_devices)
             base = base or r["samples_per_s"]
             r["vs_dense"] = r["samples_per_s"] / base
             r["load_after"] = os.getloadavg()[0]
             results.append(r)
             print(f"  {mode} {ids:,} ids: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    print("| mode | ids | rows | s | samples/s | × single dense | peak RSS MiB | load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| mode | device | ids | rows | s | samples/s | × first row | peak RSS MiB | GPU MiB | load |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['mode']} | {r['ids']:,} | {r['rows']:,} | {r['seconds']:.1f} | "
-            f"{r['samples_per_s']:,.0f} | {r['vs_dense']:.1f} | {r['peak_rss_mib']:,.0f} | "
-            f"{r['load_after']:.1f} |"
+            f"| {r['mode']} | {r['accelerator']} | {r['ids']:,} | {r['rows']:,} | "
+            f"{r['seconds']:.1f} | {r['samples_per_s']:,.0f} | {r['vs_dense']:.1f} | "
+            f"{r['peak_rss_mib']:,.0f} | {r['gpu_peak_mib']:,.0f} | {r['load_after']:.1f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

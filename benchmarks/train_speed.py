@@ -4,12 +4,14 @@
     .venv/bin/python benchmarks/train_speed.py ml.npz --export-source movielens-100k
     .venv/bin/python benchmarks/train_speed.py syn.npz ml.npz --accelerator cpu --epochs 2
 
-Each model trains ``--epochs`` epochs (no early stop) per batch size through the product's own
-path (``models.train.fit_gnolr``, Lightning, the device chosen by ``--accelerator``). GNOLR is one
+Each model, in params.yaml's ``gnolr`` configuration (the one ``dvc repro`` trains), trains
+``--epochs`` epochs (no early stop) per batch size through the product's own
+path (``models.gnolr.fit.fit_gnolr``, Lightning, the device chosen by ``--accelerator``). GNOLR is one
 model for all T levels; the per-level baseline is T single-level models, so one of its epochs
 passes over the data T times. The table gives impressions per second (rows × epochs / wall
 seconds, what a user waits for), seconds per epoch and the best validation AUC product. The arrays
-file lets a machine without Polars (a GPU box) run it.
+file lets a machine without the feature pipeline's data and stack (a GPU box, see
+``gpu_train.sh``) run it.
 """
 
 from __future__ import annotations
@@ -22,15 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from evaluation.validation import LevelAUC
 from features.contract import Col
-from features.training_sets import training_sets_from_source
 from models.data import Interactions
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.fit import fit_gnolr, fit_per_level
-from pipelines.outputs import write_json
-from pipelines.params import load_params
 
 
 def export(features: Path, out: Path) -> None:
@@ -54,6 +54,10 @@ def export_source(kind: str, out: Path) -> None:
     """Build the training sets of source ``kind`` (params.yaml otherwise) and export them."""
     import tempfile
 
+    from features.training_sets import training_sets_from_source
+    from pipelines.outputs import write_json
+    from pipelines.params import load_params
+
     params = load_params()
     params.source.kind = kind
     sets = training_sets_from_source(params.source, params.contract, params.features)[0]
@@ -64,6 +68,12 @@ def export_source(kind: str, out: Path) -> None:
         export(Path(tmp), out)
 
 
+def _default_gnolr() -> dict:
+    """params.yaml's ``gnolr`` section: the configuration ``dvc repro`` trains."""
+    root = Path(__file__).resolve().parents[1]
+    return yaml.safe_load((root / "params.yaml").read_text())["gnolr"]
+
+
 def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[float, float, str]:
     """(wall seconds, best validation AUC product or per-level mean, device) of one training."""
     split = {
@@ -72,7 +82,9 @@ def train(model: str, z, batch: int, epochs: int, accelerator: str) -> tuple[flo
     }
     names = [str(x) for x in z["levels"]]
     n_users, n_items = int(z["n"][0]), int(z["n"][1])
-    cfg = GNOLRConfig(batch_size=batch, max_epochs=epochs, patience=epochs)
+    cfg = GNOLRConfig.model_validate(
+        {**_default_gnolr(), "batch_size": batch, "max_epochs": epochs, "patience": epochs}
+    )
     start = time.perf_counter()
     if model == "gnolr":
         res = fit_gnolr(

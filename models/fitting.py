@@ -103,13 +103,13 @@ def _strategy(strategy: Strategy, accelerator: str):
     if strategy != "ddp":
         raise ValueError(f"unknown training strategy {strategy!r}: single | ddp")
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    # gloo on GPUs too: the id tables' gradients are sparse, and NCCL has no sparse all-reduce
+    # ("NCCL does not support all_reduce with sparse tensors", seen on an H200); gloo all-reduces
+    # CUDA sparse tensors through host memory
     if launched_externally():
-        return DDPStrategy(process_group_backend="gloo" if not gpu else None)
-    # gloo all-reduces the sparse id-embedding gradients; fork needs no pickling (CPU only)
-    return DDPStrategy(
-        start_method="spawn" if gpu else "fork",
-        process_group_backend="gloo" if not gpu else None,
-    )
+        return DDPStrategy(process_group_backend="gloo")
+    # fork needs no pickling, but CUDA cannot be forked once initialised
+    return DDPStrategy(start_method="spawn" if gpu else "fork", process_group_backend="gloo")
 
 
 class _FitReport(Callback):

@@ -22,6 +22,7 @@ import torch
 
 from evaluation.validation import IPSDCG
 from models.data import Pairs
+from models.fitting import _strategy
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.module import GNOLRModule
 from models.gnolr.network import GNOLR
@@ -85,6 +86,15 @@ def test_sparse_weight_decay_is_adamw_decay_on_the_looked_up_rows():
     expected = (w0[2] - lr * (1 - 1e-8 / (1 + 1e-8))) * (1 - lr * lam)
     assert torch.allclose(emb.weight[2], expected, atol=1e-6)
     assert torch.equal(emb.weight[[0, 1, 3]], w0[[0, 1, 3]])
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "gpu"])
+def test_ddp_uses_gloo_on_every_accelerator_because_id_gradients_are_sparse(accelerator):
+    # NCCL refuses sparse all-reduce ("NCCL does not support all_reduce with sparse tensors",
+    # an H200 run); CUDA cannot be forked once initialised, so GPU ranks are spawned
+    strategy = _strategy("ddp", accelerator)
+    assert strategy.process_group_backend == "gloo"
+    assert strategy._start_method == ("spawn" if accelerator == "gpu" else "fork")
 
 
 def test_scale_train_params_are_validated(tmp_path):

@@ -84,6 +84,16 @@ def test_level_weights_per_form():
     assert level_weights(g, 3, "independent", "shared").tolist() == np.diag(g).tolist()
 
 
+@pytest.mark.parametrize("scoring", ["nested", "independent", "shared"])
+@pytest.mark.parametrize("scale", ["shared", "per_head"])
+def test_level_weights_stay_on_the_scales_device(scoring, scale):
+    # The per-head default once built its head mask on the CPU and failed on a GPU (an H200 run):
+    # the "meta" device stands in for any device that is not the CPU
+    n = 1 if scoring == "shared" and scale == "per_head" else 3
+    w = level_weights(torch.ones(n, device="meta"), 3, scoring, scale)
+    assert w.device.type == "meta" and w.shape == (3, 1 if scoring == "shared" else 3)
+
+
 def test_serving_vectors_with_per_head_scales_and_item_bias_give_every_levels_logit(tmp_path):
     rng = np.random.default_rng(2)
     users = rng.normal(size=(4, 3, 5))

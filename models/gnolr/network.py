@@ -155,10 +155,12 @@ def level_weights(
     (h ≤ c nested, h = c independent, the one head when shared). ``scale = per_head``: ``scales``
     are γ per head (H,), W[c, h] = γ_h on the same heads.
     """
-    lib = torch if isinstance(scales, torch.Tensor) else np
     n_heads = 1 if scoring == "shared" else n_levels
-    c = lib.arange(n_levels)[:, None]
-    h = lib.arange(n_heads)[None, :]
+    if isinstance(scales, torch.Tensor):  # on the scales' device (a GPU in training)
+        c = torch.arange(n_levels, device=scales.device)[:, None]
+        h = torch.arange(n_heads, device=scales.device)[None, :]
+    else:
+        c, h = np.arange(n_levels)[:, None], np.arange(n_heads)[None, :]
     if scoring == "nested":
         mask = h <= c
     elif scoring == "independent":

@@ -186,6 +186,48 @@ def test_relmf_trains_under_ddp_with_its_sparse_user_rows():
     assert result.model.user.sparse and not result.model.item.sparse
 
 
+def test_plove_trains_under_ddp_and_ranks_agree_with_one_process():
+    # P[Love] (sparse user and item rows, dense bucket and position parameters) under DDP × 2:
+    # the ranks end equal (the fit raises otherwise) and rank for rank it learns what one process
+    # learns on the same rows.
+    from evaluation.metrics import auc
+    from models.plove.config import PLoveConfig
+    from models.plove.fit import LoveRows, fit_plove
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, n = 40, 30, 12_000
+    taste, kind = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
+    users, items = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    positions = rng.integers(0, 5, n)
+    logit = -2.0 + 1.5 * (taste[users] * kind[items]).sum(1) - 0.3 * positions
+    clicks = rng.random(n) < 1 / (1 + np.exp(-logit))
+    loves = clicks & (rng.random(n) < 0.4)
+    cols = (users, items, positions, clicks.astype(int), loves.astype(int))
+    train_rows, valid_rows = (
+        LoveRows(*(a[s] for a in cols)) for s in (slice(0, 9_000), slice(9_000, n))
+    )
+    cfg = PLoveConfig(dim=4, max_epochs=3, batch_size=1024, lr=0.05, l2=0.0, max_position=5)
+    codes = np.ones(n_users, np.int64), np.ones(n_items, np.int64)
+    scores = {}
+    for strategy, devices in (("single", 1), ("ddp", 2)):
+        fit = fit_plove(
+            train_rows,
+            valid_rows,
+            n_users,
+            n_items,
+            *codes,
+            cfg,
+            accelerator="cpu",
+            strategy=strategy,
+            devices=devices,
+        )
+        assert fit.info["world_size"] == devices
+        p = fit.scorer.predict(valid_rows.users, valid_rows.items, valid_rows.positions)
+        scores[strategy] = auc(p, valid_rows.loves)
+    assert scores["single"] > 0.7  # the toy rows carry signal
+    assert abs(scores["ddp"] - scores["single"]) <= AUC_TOLERANCE
+
+
 @pytest.mark.slow  # ~75 s on the shared 2-core box: ingest, features and the stage in a child
 def test_train_gnolr_stage_runs_ddp_from_one_process(tmp_path, monkeypatch):
     # `dvc repro train_gnolr` with scale.train ddp × 2: the stage forks its ranks, then alone logs

@@ -183,13 +183,20 @@ def test_listwise_loss_is_the_in_batch_softmax_of_each_level_over_rows_that_reac
 
 
 def test_ips_level_loss_sums_a_debiased_classifier_per_level():
-    logits = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    logits = torch.tensor([[0.5, 1.0], [2.0, -1.0]], dtype=torch.float64)
     level = torch.tensor([1, 0])  # row 0 sits exactly at level 1: positive for c = 1 only
-    theta = torch.tensor([0.5, 0.25], dtype=torch.float32)
+    theta = torch.tensor([0.3, 0.25], dtype=torch.float64)
     loss = RelMFLoss(estimator="ips", local_loss="log")
     got = ips_level_loss(logits, level, theta, loss)
-    # ℓ = w softplus(−z) + (1 − w) softplus(z), w = Y/θ: row 0 at c = 1 has w = 2.
-    c1 = (2 * softplus(0.0) - softplus(0.0) + softplus(2.0)) / 2
+    # ℓ = w softplus(−z) + (1 − w) softplus(z), w = Y/θ: row 0 at c = 1 has w = 1/0.3.
+    w = 1 / 0.3
+    c1 = (w * softplus(-0.5) + (1 - w) * softplus(0.5) + softplus(2.0)) / 2
     c2 = (softplus(1.0) + softplus(-1.0)) / 2
     assert got.dtype == torch.float64
     assert got.item() == pytest.approx(c1 + c2, rel=1e-12)
+
+
+def test_listwise_loss_needs_one_item_vector_per_user_vector():
+    q = [torch.ones(2, 1, dtype=torch.float64)] * 2
+    with pytest.raises(ValueError):
+        listwise_loss(q, q[:1], torch.tensor([1, 2]))

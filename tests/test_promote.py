@@ -105,6 +105,7 @@ def test_champion_check_without_a_candidate_or_a_champion():
     gate = FamilyGate(metric="m", tolerance=0.5)
     for value in (None, float("nan"), float("inf"), float("-inf")):
         got = champion_check(gate, value, 0.5)
+        assert got.value is value
         assert (got.name, got.passed, got.reason, got.metric, got.limit) == (
             "champion",
             False,
@@ -135,6 +136,7 @@ def test_bound_reasons_and_equality_at_the_limit():
     )
     for value in (None, float("nan"), float("inf")):
         got = bound_check(cap, value)
+        assert got.value is value
         assert (got.name, got.passed, got.reason, got.metric, got.limit) == (
             "ece",
             False,

@@ -41,8 +41,9 @@ def test_two_level_subtask_losses_match_hand_computation():
 
 
 def test_three_levels_middle_classes():
-    logits = torch.tensor([[2.0, 0.0, -2.0]], dtype=torch.float64)
-    p = [sig(2.0), sig(0.0), sig(-2.0)]
+    # Asymmetric gaps (p0 − p1 ≠ p1 − p2), so picking the wrong middle class shows.
+    logits = torch.tensor([[2.0, 0.5, -1.5]], dtype=torch.float64)
+    p = [sig(2.0), sig(0.5), sig(-1.5)]
     got = subtask_nll(logits, torch.tensor([1])).numpy()[0]
     # level 1 ⇒ k = 2: t=1 top class, t=2 and t=3 class 2 = P(k>1) − P(k>2)
     np.testing.assert_allclose(
@@ -155,6 +156,9 @@ def test_default_eps_floors_a_disordered_middle_class_at_one_in_a_million():
     )
     assert gnolr_loss(logits, torch.tensor([1]), "full").item() == pytest.approx(
         -math.log(1e-6), rel=1e-12
+    )
+    assert gnolr_loss(logits, torch.tensor([1]), "full", eps=1e-3).item() == pytest.approx(
+        -math.log(1e-3), rel=1e-12
     )
 
 

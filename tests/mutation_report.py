@@ -1,14 +1,19 @@
 """`make mutate`'s report: mutmut's results per module and function, as markdown.
 
-    python tests/mutation_report.py > reports/mutation.md
+    python tests/mutation_report.py [--note TEXT] > reports/mutation.md
 
 Reads ``mutmut results --all true`` (run after ``mutmut run``; configuration in pyproject.toml,
 ``[tool.mutmut]``). The score is killed / all mutants: a mutant no selected test reaches ("no
-tests") counts as surviving, since nothing would notice it.
+tests") counts as surviving, since nothing would notice it. Survivors listed in ``EQUIVALENT``
+(no behaviour can tell them from the original) still count as surviving in the score; the
+report lists them with their reason, and every other survivor by name. ``--note`` adds a
+paragraph saying how the cache was filled (which runs, on what machine).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -16,6 +21,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 LINE = re.compile(r"^\s*(?P<name>\S+)__mutmut_\d+: (?P<status>.+)$")
+MUTANT = re.compile(r"^\s*(?P<mutant>\S+__mutmut_\d+): (?P<status>.+)$")
+
+# Surviving mutants that no behaviour can tell apart from the original, with the reason.
+EQUIVALENT: dict[str, str] = {}
 
 
 def parse(text: str) -> dict[str, Counter]:
@@ -28,11 +37,21 @@ def parse(text: str) -> dict[str, Counter]:
     return out
 
 
+def survivors(text: str) -> list[str]:
+    """Names of the mutants mutmut reports as survived or not reached ("no tests")."""
+    out = []
+    for line in text.splitlines():
+        m = MUTANT.match(line)
+        if m and m["status"].strip() in ("survived", "no tests"):
+            out.append(m["mutant"])
+    return out
+
+
 def module_of(name: str) -> str:
     return name.split(".x")[0] if ".x" in name else name.rsplit(".", 1)[0]
 
 
-def report(results: dict[str, Counter]) -> str:
+def report(results: dict[str, Counter], left: list[str] = (), note: str = "") -> str:
     modules: dict[str, Counter] = defaultdict(Counter)
     for name, counts in results.items():
         modules[module_of(name)].update(counts)
@@ -48,6 +67,8 @@ def report(results: dict[str, Counter]) -> str:
         "| module | mutants | killed | survived | no tests | timeout | not checked | score |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if note:
+        lines[6:6] = [note, ""]
     for module, c in sorted(modules.items()):
         m = sum(c.values())
         lines.append(
@@ -64,15 +85,33 @@ def report(results: dict[str, Counter]) -> str:
         if missed:
             short = name.replace("xǁ", "").replace("ǁ", ".")
             lines.append(f"- `{short}`: {missed} of {sum(c.values())}")
+    equivalent = [m for m in left if m in EQUIVALENT]
+    other = [m for m in left if m not in EQUIVALENT]
+    lines += ["", f"## Equivalent survivors ({len(equivalent)})", ""]
+    lines += [f"- `{short_name(m)}`: {EQUIVALENT[m]}" for m in equivalent]
+    lines += ["", f"## Other survivors ({len(other)}): not yet killed", ""]
+    lines += [f"- `{short_name(m)}`" for m in other]
     return "\n".join(lines) + "\n"
 
 
+def short_name(mutant: str) -> str:
+    return mutant.replace("xǁ", "").replace("ǁ", ".")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--note", default="", help="how the results were produced")
+    args = parser.parse_args()
     mutmut = Path(sys.executable).with_name("mutmut")
     text = subprocess.run(
         [str(mutmut), "results", "--all", "true"], capture_output=True, text=True, check=True
     ).stdout
-    sys.stdout.write(report(parse(text)))
+    version = subprocess.run(
+        [str(mutmut), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    note = f"Report written {stamp} from mutmut's cache ({version or 'mutmut'}). {args.note}"
+    sys.stdout.write(report(parse(text), survivors(text), note.strip()))
 
 
 if __name__ == "__main__":

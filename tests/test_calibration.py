@@ -119,6 +119,7 @@ def test_sigmoid_and_logit_on_hand_values_and_at_the_ends():
     assert sigmoid(np.array([np.log(3.0), -np.log(3.0)])) == pytest.approx([0.75, 0.25], rel=1e-12)
     assert sigmoid([-800, 800]).tolist() == [0.0, 1.0]  # no overflow
     assert logit(0.5) == 0.0
+    assert logit(np.array([0.1], dtype=np.float32)).dtype == np.float64
     assert logit(np.array([0.75, 0.25])) == pytest.approx([np.log(3.0), -np.log(3.0)], rel=1e-12)
     # 0 and 1 are clipped to [eps, 1 − eps]: finite and symmetric.
     ends = logit([0, 1])

@@ -309,14 +309,18 @@ def test_policy_arrays_defaults_and_input_checks():
     assert list(out) == ["evaluation_pscore"]
     assert out["evaluation_pscore"].tolist() == [0.5, 0.6]
     assert policy_arrays(dist, [2, 2], [1, 1])["evaluation_pscore"].tolist() == [0.0, 1.0]
-    q = np.arange(12, dtype=float).reshape(2, 3, 2)
+    q = np.arange(12).reshape(2, 3, 2)  # integers in, float64 out
     out = policy_arrays(dist, [0, 1], estimated_rewards=q)
+    assert all(v.dtype == np.float64 for v in out.values())
+    assert policy_arrays(dist.astype(np.float32), [0, 1])["evaluation_pscore"].dtype == np.float64
     assert out["estimated_reward"].tolist() == [q[0, 0, 0], q[1, 1, 0]]
     assert out["estimated_policy_reward"] == pytest.approx(
         [0.2 * 0 + 0.3 * 2 + 0.5 * 4, 0.6 * 6 + 0.4 * 8], rel=1e-12
     )
-    # Sums within 1e-6 of 1 pass; 1 % off does not.
-    policy_arrays(dist * (1 + 1e-7), [0, 0])
+    # Positions given as floats index like integers.
+    assert policy_arrays(dist, [2, 2], np.array([1.0, 1.0]))["evaluation_pscore"].tolist() == [0, 1]
+    # Sums within 1e-6 (plus numpy's relative 1e-5) of 1 pass; 1 % off does not.
+    policy_arrays(dist * (1 + 1.05e-5), [0, 0])
     cases = [
         (
             (dist[:, :, 0], [0, 0]),

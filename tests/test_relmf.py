@@ -218,6 +218,14 @@ def test_loss_call_checks_shapes_and_defaults_to_logits():
     assert naive(logits, Y, sample_weight=torch.ones(3)).item() == pytest.approx(
         (0.25 + 0.0625 + 0.04) / 3, rel=1e-9
     )
+    # float32 weights are summed in the loss's float64, not in float32.
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(2000, generator=gen, dtype=torch.float64)
+    y = (torch.rand(2000, generator=gen) < 0.3).double()
+    c = torch.rand(2000, generator=gen, dtype=torch.float32)
+    per_pair = naive.pointwise(pred, y)
+    expected = (c.double() * per_pair).sum() / c.double().sum()
+    assert naive(pred, y, sample_weight=c).item() == pytest.approx(expected.item(), rel=1e-13)
 
 
 def test_config_errors_name_the_key():

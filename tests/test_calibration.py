@@ -191,6 +191,20 @@ def test_isotonic_shrinks_a_single_class_block_by_the_clipped_base_rate():
     assert three.values == pytest.approx([1 / 3, 2 / 3, 2 / 3, 8 / 9], rel=1e-12)
 
 
+def test_isotonic_repools_blocks_whose_order_the_shrinkage_reversed():
+    # Blocks 1 of 2 (z = 0), 6 of 10 (z = 1), 30 of 30 (z = 2): increasing rates, but with the
+    # base rate p̄ = 37/42 the shrunk values are (1 + p̄)/3 = 0.6270 > (6 + p̄)/11 = 0.6256, so the
+    # second PAV pools them with weights n_b + 1 = 3 and 11: (1 + 6 + 2p̄) / 14.
+    z = np.repeat([0.0, 1.0, 2.0], [2, 10, 30]).astype(np.float32)
+    y = np.r_[[1, 0], [1] * 6 + [0] * 4, [1] * 30]
+    cal = IsotonicCalibrator().fit(z, y)
+    prior = 37 / 42
+    assert (1 + prior) / 3 > (6 + prior) / 11
+    pooled = (7 + 2 * prior) / 14
+    assert cal.values == pytest.approx([pooled, pooled, (30 + prior) / 31], rel=1e-12)
+    assert cal.knots.dtype == np.float64 and cal.knots.tolist() == [0.0, 1.0, 2.0]
+
+
 def test_isotonic_predict_interpolates_between_knots_and_is_flat_beyond():
     cal = IsotonicCalibrator(np.array([0.0, 1.0, 3.0]), np.array([0.2, 0.4, 0.8]))
     assert cal.predict([-5, 0, 0.5, 2, 3, 10]) == pytest.approx([0.2, 0.2, 0.3, 0.6, 0.8, 0.8])

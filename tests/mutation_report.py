@@ -28,6 +28,14 @@ _CPU = (
     "`torch.arange` without the logits' device is created on the CPU, where the tests' and the "
     "pipeline's tensors live; it would differ only for tensors on an accelerator"
 )
+_PAV_Y = "`y` is read element by element through `float(value)`, whatever its dtype"
+_PAV_W = "weights are read through `float(weight)`; `w <= 0` is the same test for any dtype"
+_STRICT = "`zip(strict=True)` guards lengths already checked equal by `y.shape != w.shape`"
+_LABELS = (
+    "labels already checked to be 0 or 1 only meet float64 arrays afterwards (`p − y`, "
+    "`bincount` weights, `mean`), so their own dtype (int, bool, float32) never shows"
+)
+_INTERP = "`np.interp` converts its first argument to float64 itself"
 EQUIVALENT: dict[str, str] = {
     "models.gnolr.loss.x_subtask_nll__mutmut_19": _CPU,
     "models.gnolr.loss.x_subtask_nll__mutmut_22": _CPU,
@@ -43,6 +51,28 @@ EQUIVALENT: dict[str, str] = {
     "instead of level 1's: all levels' vectors come from one network with one dtype",
     "models.gnolr.loss.x_listwise_loss__mutmut_26": "`continue` → `break` on a level no row "
     "reached: `level ≥ c` only shrinks as c grows, so no later level has rows either",
+    "models.plove.calibration.x__check__mutmut_8": _LABELS,
+    "models.plove.calibration.x__check__mutmut_10": _LABELS,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_3": _PAV_Y,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_5": _PAV_Y,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_12": _PAV_W,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_14": _PAV_W,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_32": _STRICT,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_35": _STRICT,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_36": _STRICT,
+    "models.plove.calibration.x_pool_adjacent_violators__mutmut_48": "pooling two adjacent "
+    "blocks with equal means (`>=` for `>`) leaves every fitted value unchanged",
+    "models.plove.calibration.xǁIsotonicCalibratorǁfit__mutmut_16": "`astype(None)` is "
+    "`astype(float64)` in numpy",
+    "models.plove.calibration.xǁTemperatureScalingǁfit__mutmut_34": "`β_new < 0` for "
+    "`β_new ≤ 0`: differs only when a Newton step lands exactly on 0.0",
+    "models.plove.calibration.xǁTemperatureScalingǁfit__mutmut_41": "`≤ tol` for `< tol`: "
+    "differs only when the change equals the tolerance exactly",
+    "models.plove.calibration.xǁTemperatureScalingǁfit__mutmut_42": "a stricter stopping "
+    "rule for |β| > 1 (tol / |β| for tol·|β|): Newton has converged quadratically by then, so "
+    "the extra step moves β by far less than a float64 ulp",
+    "models.plove.calibration.xǁIsotonicCalibratorǁpredict__mutmut_13": _INTERP,
+    "models.plove.calibration.xǁIsotonicCalibratorǁpredict__mutmut_15": _INTERP,
 }
 
 

@@ -51,6 +51,10 @@ EQUIVALENT: dict[str, str] = {
     "instead of level 1's: all levels' vectors come from one network with one dtype",
     "models.gnolr.loss.x_listwise_loss__mutmut_26": "`continue` → `break` on a level no row "
     "reached: `level ≥ c` only shrinks as c grows, so no later level has rows either",
+    "evaluation.estimators.xǁInverseProbabilityWeightingǁ_weighted__mutmut_42": "`open_zero=None` "
+    "is falsy, the same as `False`",
+    "models.relmf.loss.xǁRelMFLossǁpointwise__mutmut_3": "without `.to(pred.dtype)`, `w * δ1` "
+    "still promotes w to the prediction's dtype, and the float32 → float64 cast is exact",
     "models.plove.calibration.x__check__mutmut_8": _LABELS,
     "models.plove.calibration.x__check__mutmut_10": _LABELS,
     "models.plove.calibration.x_pool_adjacent_violators__mutmut_3": _PAV_Y,

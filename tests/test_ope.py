@@ -253,6 +253,12 @@ def test_estimators_name_the_bad_array():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+    # At most three offending values are quoted.
+    with pytest.raises(ValueError, match=r"found e.g. \[-1. -2. -3.\]$"):
+        ipw.estimate_policy_value(REWARD, PSCORE, np.array([-1.0, -2.0, -3.0, -4.0]))
+    # float32 input is computed in float64: (0.1f + 0.2f) / 2 exactly, not its float32 rounding.
+    r32 = np.array([0.1, 0.2], dtype=np.float32)
+    assert NaiveAverage().estimate_policy_value(r32) == (float(r32[0]) + float(r32[1])) / 2
     # The edges of the unit intervals are allowed: π_0 = 1, π_e = 0 and π_e = 1.
     assert ipw.estimate_policy_value([1.0, 1.0], [1.0, 1.0], [0.0, 1.0]) == 0.5
 

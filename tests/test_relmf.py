@@ -197,6 +197,11 @@ def test_weights_of_each_estimator_and_the_defaults():
     )
     np.testing.assert_allclose(default.weights(y.double(), theta).numpy(), [10, 10, 1, 0])
     np.testing.assert_allclose(RelMFLoss(clip=0.5).weights(y.double(), theta).numpy(), [2, 2, 1, 0])
+    # w comes in y's dtype whatever θ's.
+    w32 = RelMFLoss(estimator="ips").weights(
+        torch.ones(1), torch.tensor([0.3], dtype=torch.float64)
+    )
+    assert w32.dtype == torch.float32
     for estimator in ("ips", "clipped"):
         with pytest.raises(ValueError, match=f"^the {estimator} estimator needs propensities$"):
             RelMFLoss(estimator=estimator).weights(y, None)

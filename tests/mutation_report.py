@@ -32,7 +32,7 @@ _PAV_Y = "`y` is read element by element through `float(value)`, whatever its dt
 _PAV_W = "weights are read through `float(weight)`; `w <= 0` is the same test for any dtype"
 _STRICT = "`zip(strict=True)` guards lengths already checked equal by `y.shape != w.shape`"
 _LABELS = (
-    "labels already checked to be 0 or 1 only meet float64 arrays afterwards (`p − y`, "
+    "labels of 0 and 1 only meet float64 arrays afterwards (`p − y`, `y·log p`, `1 − y`, "
     "`bincount` weights, `mean`), so their own dtype (int, bool, float32) never shows"
 )
 _INTERP = "`np.interp` converts its first argument to float64 itself"
@@ -55,6 +55,8 @@ EQUIVALENT: dict[str, str] = {
     "is falsy, the same as `False`",
     "models.relmf.loss.xǁRelMFLossǁpointwise__mutmut_3": "without `.to(pred.dtype)`, `w * δ1` "
     "still promotes w to the prediction's dtype, and the float32 → float64 cast is exact",
+    "models.plove.calibration.x_log_loss__mutmut_16": _LABELS,
+    "models.plove.calibration.x_log_loss__mutmut_18": _LABELS,
     "models.plove.calibration.x__check__mutmut_8": _LABELS,
     "models.plove.calibration.x__check__mutmut_10": _LABELS,
     "models.plove.calibration.x_pool_adjacent_violators__mutmut_3": _PAV_Y,

@@ -130,7 +130,8 @@ def _finite(value: float | None) -> bool:
 
 
 def _signed(x: float) -> str:
-    return f"+ {x:g}" if x >= 0 else f"− {-x:g}"
+    """``+ |x|`` or ``− |x|``; a zero tolerance (``-0.0`` after negation) reads ``+ 0``."""
+    return f"+ {abs(x):g}" if x >= 0 else f"− {-x:g}"
 
 
 def champion_check(gate: FamilyGate, candidate: float | None, champion: float | None) -> Check:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from models.gnolr.config import GNOLRConfig, resolve_gamma, thresholds_from_base_rates
-from models.gnolr.loss import gnolr_loss, subtask_nll
+from models.gnolr.loss import gnolr_loss, ips_level_loss, listwise_loss, subtask_nll
 from models.gnolr.network import GNOLR, GNOLREmbeddings
+from models.relmf.loss import RelMFLoss
 
 
 def sig(x: float) -> float:
@@ -40,8 +41,9 @@ def test_two_level_subtask_losses_match_hand_computation():
 
 
 def test_three_levels_middle_classes():
-    logits = torch.tensor([[2.0, 0.0, -2.0]], dtype=torch.float64)
-    p = [sig(2.0), sig(0.0), sig(-2.0)]
+    # Asymmetric gaps (p0 − p1 ≠ p1 − p2), so picking the wrong middle class shows.
+    logits = torch.tensor([[2.0, 0.5, -1.5]], dtype=torch.float64)
+    p = [sig(2.0), sig(0.5), sig(-1.5)]
     got = subtask_nll(logits, torch.tensor([1])).numpy()[0]
     # level 1 ⇒ k = 2: t=1 top class, t=2 and t=3 class 2 = P(k>1) − P(k>2)
     np.testing.assert_allclose(
@@ -118,3 +120,87 @@ def test_nested_scores_are_cumulative_cosines_and_index_vectors_give_the_top_log
     np.testing.assert_allclose(
         inner[0] - 5.0, emb.logits(np.full(6, 1), np.arange(6))[:, -1], rtol=1e-5
     )
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_multi_task_bce_sums_one_binary_loss_per_level():
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.3]], dtype=torch.float64)
+    # level 1 reaches threshold 1 only (label 1 exactly at c = level); level 2 reaches both.
+    got = gnolr_loss(logits, torch.tensor([1, 2]), "bce").item()
+    row0 = softplus(-0.5) + softplus(-1.0)  # −log σ(0.5) − log(1 − σ(−1))
+    row1 = softplus(-2.0) + softplus(-0.3)
+    assert got == pytest.approx((row0 + row1) / 2, rel=1e-12)
+    assert got == pytest.approx(0.734311, abs=1e-6)
+
+
+def test_unknown_loss_kind_and_bad_shapes_are_rejected_by_name():
+    with pytest.raises(ValueError, match="unknown GNOLR loss 'nestd'; use nested, full or bce"):
+        gnolr_loss(LOGITS, LEVELS, "nestd")
+    with pytest.raises(
+        ValueError, match=r"expected logits \(B, T\) and level \(B,\), got \(3,\), \(3,\)"
+    ):
+        subtask_nll(LOGITS[:, 0], LEVELS)
+    with pytest.raises(ValueError, match=r"got \(3, 2\), \(3, 1\)"):
+        subtask_nll(LOGITS, LEVELS.unsqueeze(1))
+    with pytest.raises(ValueError, match=r"got \(3, 2\), \(2,\)"):
+        subtask_nll(LOGITS, LEVELS[:2])
+
+
+def test_default_eps_floors_a_disordered_middle_class_at_one_in_a_million():
+    logits = torch.tensor([[-1.0, 0.5]], dtype=torch.float64)
+    assert subtask_nll(logits, torch.tensor([1]))[0, 1].item() == pytest.approx(
+        -math.log(1e-6), rel=1e-12
+    )
+    assert gnolr_loss(logits, torch.tensor([1]), "full").item() == pytest.approx(
+        -math.log(1e-6), rel=1e-12
+    )
+    assert gnolr_loss(logits, torch.tensor([1]), "full", eps=1e-3).item() == pytest.approx(
+        -math.log(1e-3), rel=1e-12
+    )
+
+
+def test_listwise_loss_is_the_in_batch_softmax_of_each_level_over_rows_that_reached_it():
+    # Level 1: both rows reached it; level 2: only row 1 (target = its batch index 1, not 0);
+    # level 3: no row, contributes nothing.
+    users = [
+        torch.tensor([[1.0], [2.0]], dtype=torch.float64),
+        torch.tensor([[0.5], [3.0]], dtype=torch.float64),
+        torch.tensor([[9.0], [9.0]], dtype=torch.float64),
+    ]
+    items = [
+        torch.tensor([[1.0], [-1.0]], dtype=torch.float64),
+        torch.tensor([[2.0], [1.0]], dtype=torch.float64),
+        torch.tensor([[1.0], [2.0]], dtype=torch.float64),
+    ]
+    got = listwise_loss(users, items, torch.tensor([1, 2]))
+    # level 1: row 0 scores (1, −1) → −log softmax[0]; row 1 scores (2, −2) → −log softmax[1]
+    level1 = (softplus(-2.0) + softplus(4.0)) / 2
+    # level 2: row 1 scores (6, 3) → −log softmax[1]
+    level2 = softplus(3.0)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(level1 + level2, rel=1e-12)
+    none = listwise_loss(users, items, torch.tensor([0, 0]))
+    assert none.item() == 0.0 and none.dtype == torch.float64
+
+
+def test_ips_level_loss_sums_a_debiased_classifier_per_level():
+    logits = torch.tensor([[0.5, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    level = torch.tensor([1, 0])  # row 0 sits exactly at level 1: positive for c = 1 only
+    theta = torch.tensor([0.3, 0.25], dtype=torch.float64)
+    loss = RelMFLoss(estimator="ips", local_loss="log")
+    got = ips_level_loss(logits, level, theta, loss)
+    # ℓ = w softplus(−z) + (1 − w) softplus(z), w = Y/θ: row 0 at c = 1 has w = 1/0.3.
+    w = 1 / 0.3
+    c1 = (w * softplus(-0.5) + (1 - w) * softplus(0.5) + softplus(2.0)) / 2
+    c2 = (softplus(1.0) + softplus(-1.0)) / 2
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(c1 + c2, rel=1e-12)
+
+
+def test_listwise_loss_needs_one_item_vector_per_user_vector():
+    q = [torch.ones(2, 1, dtype=torch.float64)] * 2
+    with pytest.raises(ValueError):
+        listwise_loss(q, q[:1], torch.tensor([1, 2]))

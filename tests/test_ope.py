@@ -10,6 +10,7 @@ from evaluation.estimators import (
     InverseProbabilityWeighting,
     NaiveAverage,
     SelfNormalizedInverseProbabilityWeighting,
+    check_threshold,
     policy_arrays,
 )
 from evaluation.ips import IPSRankingMetrics
@@ -159,6 +160,194 @@ def test_bad_inputs_fail_with_clear_errors():
         ipw.estimate_interval(REWARD, PSCORE, EVAL, alpha=1.0)
     with pytest.raises(ValueError, match="estimated_reward"):
         DoublyRobust().estimate_policy_value(REWARD, PSCORE, EVAL, Q_LOGGED[:2], Q_POLICY)
+
+
+def test_threshold_check_messages_and_its_boundaries():
+    for ok in (1, 0.5, math.inf):
+        check_threshold("lam", ok)
+    check_threshold("lam", 0, allow_zero=True)
+    check_threshold("lam", 0.0, allow_zero=True)
+    cases = [
+        ({"value": "10"}, "^lam must be a number or inf, got '10'$"),
+        ({"value": True}, "^lam must be a number or inf, got True$"),
+        ({"value": None}, "^lam must be a number or inf, got None$"),
+        ({"value": math.nan}, "^lam must be a number or inf, got nan$"),
+        ({"value": 0}, "^lam must be positive, got 0$"),
+        ({"value": -0.5}, "^lam must be positive, got -0.5$"),
+        ({"value": -1, "allow_zero": True}, "^lam must be ≥ 0, got -1$"),
+        ({"value": -math.inf, "allow_zero": True}, "^lam must be ≥ 0, got -inf$"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_threshold("lam", **kwargs)
+    with pytest.raises(ValueError, match="^lambda_ must be positive, got 0$"):
+        InverseProbabilityWeighting(lambda_=0)
+
+
+def test_estimators_name_the_bad_array():
+    ipw, dr = InverseProbabilityWeighting(), DoublyRobust()
+    nan = np.array([0.5, np.nan, 0.2, 0.8])
+    cases = [
+        (
+            lambda: ipw.estimate_policy_value(REWARD, PSCORE[:3], EVAL),
+            "^pscore has 3 rounds, expected 4$",
+        ),
+        (
+            lambda: ipw.estimate_policy_value(REWARD, PSCORE, EVAL[:3]),
+            "^evaluation_pscore has 3 rounds, expected 4$",
+        ),
+        (
+            lambda: ipw.estimate_policy_value(REWARD, nan, EVAL),
+            "^pscore holds NaN or infinite values$",
+        ),
+        (
+            lambda: ipw.estimate_policy_value(REWARD, PSCORE, nan),
+            "^evaluation_pscore holds NaN or infinite values$",
+        ),
+        (
+            lambda: ipw.estimate_policy_value(REWARD[None], PSCORE, EVAL),
+            r"^reward must be 1-d \(n_rounds,\), got shape \(1, 4\)$",
+        ),
+        (lambda: ipw.estimate_policy_value([], [], []), "^the log holds no rounds$"),
+        (
+            lambda: ipw.estimate_policy_value(REWARD, PSCORE, EVAL - 0.3),
+            r"^evaluation_pscore must lie in \[0, 1\], found e.g. \[-0.05 -0.1 \]$",
+        ),
+        (
+            lambda: ipw.estimate_policy_value(REWARD, PSCORE + 0.5, EVAL),
+            r"^pscore must lie in \(0, 1\], found e.g. \[1.3\]$",
+        ),
+        (
+            lambda: dr.estimate_policy_value(REWARD, PSCORE, EVAL, Q_LOGGED[:2], Q_POLICY),
+            "^estimated_reward has 2 rounds, expected 4$",
+        ),
+        (
+            lambda: dr.estimate_policy_value(REWARD, PSCORE, EVAL, Q_LOGGED, Q_POLICY[:2]),
+            "^estimated_policy_reward has 2 rounds, expected 4$",
+        ),
+        (
+            lambda: dr.estimate_interval(REWARD, PSCORE, EVAL, Q_LOGGED, nan),
+            "^estimated_policy_reward holds NaN or infinite values$",
+        ),
+        (
+            lambda: dr.estimate_interval(REWARD, PSCORE, EVAL, nan, Q_POLICY),
+            "^estimated_reward holds NaN or infinite values$",
+        ),
+        (lambda: NaiveAverage().estimate_policy_value([]), "^the log holds no rounds$"),
+        (lambda: NaiveAverage().estimate_interval([]), "^the log holds no rounds$"),
+        (
+            lambda: NaiveAverage().estimate_policy_value([[1.0]]),
+            r"^reward must be 1-d \(n_rounds,\), got shape \(1, 1\)$",
+        ),
+        (
+            lambda: NaiveAverage().estimate_policy_value([np.inf]),
+            "^reward holds NaN or infinite values$",
+        ),
+        (
+            lambda: SelfNormalizedInverseProbabilityWeighting().estimate_interval(
+                REWARD, PSCORE, np.zeros(4)
+            ),
+            "^SNIPW is undefined: the evaluation policy gives no logged action mass$",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # At most three offending values are quoted.
+    with pytest.raises(ValueError, match=r"found e.g. \[-1. -2. -3.\]$"):
+        ipw.estimate_policy_value(REWARD, PSCORE, np.array([-1.0, -2.0, -3.0, -4.0]))
+    # float32 input is computed in float64: (0.1f + 0.2f) / 2 exactly, not its float32 rounding.
+    r32 = np.array([0.1, 0.2], dtype=np.float32)
+    assert NaiveAverage().estimate_policy_value(r32) == (float(r32[0]) + float(r32[1])) / 2
+    # The edges of the unit intervals are allowed: π_0 = 1, π_e = 0 and π_e = 1.
+    assert ipw.estimate_policy_value([1.0, 1.0], [1.0, 1.0], [0.0, 1.0]) == 0.5
+
+
+def test_clipped_and_self_normalised_values_by_hand():
+    # λ = 1: w = [0.5, 1, 1, 0.25]. DR terms q̂_π + w (r − q̂) = [0.65, 0.1, 1.0, 0.05].
+    assert DoublyRobust(lambda_=1.0).estimate_policy_value(
+        REWARD, PSCORE, EVAL, Q_LOGGED, Q_POLICY
+    ) == pytest.approx(1.8 / 4, rel=1e-12)
+    snipw = SelfNormalizedInverseProbabilityWeighting(lambda_=1.0)
+    assert snipw.estimate_policy_value(REWARD, PSCORE, EVAL) == pytest.approx(1.5 / 2.75, rel=1e-12)
+    # Σ w = 0.5 < 1 is still defined: V̂ = 0.25 / 0.5.
+    tiny = SelfNormalizedInverseProbabilityWeighting()
+    assert tiny.estimate_policy_value([1.0, 0.0], [1.0, 1.0], [0.25, 0.25]) == 0.5
+    assert SelfNormalizedInverseProbabilityWeighting().estimator_name == "snipw"
+    assert (NaiveAverage().estimator_name, InverseProbabilityWeighting().estimator_name) == (
+        "naive",
+        "ipw",
+    )
+    assert DoublyRobust().estimator_name == "dr"
+
+
+def test_interval_defaults_are_1000_resamples_at_alpha_005_with_seed_0():
+    rng = np.random.default_rng(4)
+    n = 60
+    reward = rng.uniform(0.0, 1.0, n)  # continuous: every resample count moves the quantiles
+    pscore = rng.uniform(0.2, 1.0, n)
+    evaluation = rng.uniform(0.0, 1.0, n)
+    q, q_pi = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    cases = [
+        (NaiveAverage(), (reward,)),
+        (InverseProbabilityWeighting(), (reward, pscore, evaluation)),
+        (SelfNormalizedInverseProbabilityWeighting(), (reward, pscore, evaluation)),
+        (DoublyRobust(), (reward, pscore, evaluation, q, q_pi)),
+    ]
+    for est, args in cases:
+        default = est.estimate_interval(*args)
+        assert default == est.estimate_interval(*args, n_bootstrap=1000, alpha=0.05, seed=0)
+        assert default != est.estimate_interval(*args, n_bootstrap=1001, alpha=0.05, seed=0)
+        assert default != est.estimate_interval(*args, n_bootstrap=1000, alpha=0.05, seed=1)
+        assert default.estimate == pytest.approx(est.estimate_policy_value(*args), rel=1e-12)
+        assert default.alpha == 0.05 and default.n_rounds == n
+        assert default.lower < default.estimate < default.upper
+        narrow = est.estimate_interval(*args, alpha=0.5)
+        assert default.lower < narrow.lower < narrow.upper < default.upper
+
+
+def test_policy_arrays_defaults_and_input_checks():
+    dist = np.zeros((2, 3, 2))
+    dist[:, :, 0] = [[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]]
+    dist[:, :, 1] = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    # Without positions every round is at position 0; without a reward model, one key.
+    out = policy_arrays(dist, action=np.array([2.0, 0.0]))
+    assert list(out) == ["evaluation_pscore"]
+    assert out["evaluation_pscore"].tolist() == [0.5, 0.6]
+    assert policy_arrays(dist, [2, 2], [1, 1])["evaluation_pscore"].tolist() == [0.0, 1.0]
+    q = np.arange(12).reshape(2, 3, 2)  # integers in, float64 out
+    out = policy_arrays(dist, [0, 1], estimated_rewards=q)
+    assert all(v.dtype == np.float64 for v in out.values())
+    assert policy_arrays(dist.astype(np.float32), [0, 1])["evaluation_pscore"].dtype == np.float64
+    assert out["estimated_reward"].tolist() == [q[0, 0, 0], q[1, 1, 0]]
+    assert out["estimated_policy_reward"] == pytest.approx(
+        [0.2 * 0 + 0.3 * 2 + 0.5 * 4, 0.6 * 6 + 0.4 * 8], rel=1e-12
+    )
+    # Positions given as floats index like integers.
+    assert policy_arrays(dist, [2, 2], np.array([1.0, 1.0]))["evaluation_pscore"].tolist() == [0, 1]
+    # Sums within 1e-6 (plus numpy's relative 1e-5) of 1 pass; 1 % off does not.
+    policy_arrays(dist * (1 + 1.05e-5), [0, 0])
+    cases = [
+        (
+            (dist[:, :, 0], [0, 0]),
+            r"^action_dist must be \(n_rounds, n_actions, len_list\), got \(2, 3\)$",
+        ),
+        ((dist, [0, 0, 0]), "^action and position need one entry per round$"),
+        ((dist, [0, 0], [0]), "^action and position need one entry per round$"),
+        ((dist, [[0, 0]]), "^action and position need one entry per round$"),
+        ((dist, [-1, 0]), "^action or position out of range of action_dist$"),
+        ((dist, [0, 3]), "^action or position out of range of action_dist$"),
+        ((dist, [0, 0], [0, -1]), "^action or position out of range of action_dist$"),
+        ((dist, [0, 0], [2, 0]), "^action or position out of range of action_dist$"),
+        ((dist * 1.01, [0, 0]), "^action_dist must sum to 1 over actions at every"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            policy_arrays(*args)
+    with pytest.raises(
+        ValueError, match=r"^estimated_rewards \(2, 3, 1\) must match action_dist \(2, 3, 2\)$"
+    ):
+        policy_arrays(dist, [0, 0], estimated_rewards=q[:, :, :1])
 
 
 def test_ips_dcg_and_recall_match_hand_computation():

@@ -16,6 +16,8 @@ import yaml
 from evaluation.calibration import binary_metrics
 from evaluation.promotion import (
     Bound,
+    Check,
+    Decision,
     FamilyGate,
     PromoteConfig,
     bound_check,
@@ -69,6 +71,177 @@ def test_bounds_and_decision():
     assert decision.failed == ["plove_ece: test/plove_ece_relative 0.6 > 0.5"]
     # A champion recorded without the gate's metric (it was changed since) compares nothing.
     assert decide("gnolr", gate, candidate, {"test/other": 1.0}, [floor]).passed
+
+
+def test_champion_reasons_limits_and_equality_at_the_limit():
+    up = FamilyGate(metric="m", mode="max", tolerance=0.25)
+    at = champion_check(up, 0.25, 0.5)  # exactly champion − t passes
+    assert at == Check("champion", True, "m 0.25 ≥ champion 0.5 − 0.25", "m", 0.25, 0.25)
+    below = champion_check(up, 0.125, 0.5)
+    assert below == Check("champion", False, "m 0.125 < champion 0.5 − 0.25", "m", 0.125, 0.25)
+    down = FamilyGate(metric="loss", mode="min", tolerance=0.25)
+    at = champion_check(down, 0.75, 0.5)  # exactly champion + t passes
+    assert at == Check("champion", True, "loss 0.75 ≤ champion 0.5 + 0.25", "loss", 0.75, 0.75)
+    above = champion_check(down, 1.0, 0.5)
+    assert above == Check("champion", False, "loss 1 > champion 0.5 + 0.25", "loss", 1.0, 0.75)
+    gain = FamilyGate(metric="m", tolerance=-0.25)  # max mode: must beat the champion by 0.25
+    assert champion_check(gain, 0.5, 0.5) == Check(
+        "champion", False, "m 0.5 < champion 0.5 + 0.25", "m", 0.5, 0.75
+    )
+    less = FamilyGate(metric="loss", mode="min", tolerance=-0.25)  # must be 0.25 lower
+    assert champion_check(less, 0.25, 0.5) == Check(
+        "champion", True, "loss 0.25 ≤ champion 0.5 − 0.25", "loss", 0.25, 0.25
+    )
+    assert not champion_check(less, 0.375, 0.5).passed
+
+
+def test_a_zero_tolerance_reads_plus_zero_not_plus_minus_zero():
+    assert champion_check(FamilyGate(metric="m"), 0.5, 0.5).reason == "m 0.5 ≥ champion 0.5 + 0"
+    down = FamilyGate(metric="m", mode="min")
+    assert champion_check(down, 0.5, 0.5).reason == "m 0.5 ≤ champion 0.5 + 0"
+
+
+def test_champion_check_without_a_candidate_or_a_champion():
+    gate = FamilyGate(metric="m", tolerance=0.5)
+    for value in (None, float("nan"), float("inf"), float("-inf")):
+        got = champion_check(gate, value, 0.5)
+        assert got.value is value
+        assert (got.name, got.passed, got.reason, got.metric, got.limit) == (
+            "champion",
+            False,
+            "candidate has no finite m",
+            "m",
+            None,
+        )
+    assert not champion_check(gate, None, None).passed
+    assert champion_check(gate, 0.125, None) == Check(
+        "champion", True, "no champion with m yet: m = 0.125", "m", 0.125, None
+    )
+
+
+def test_bound_reasons_and_equality_at_the_limit():
+    floor = Bound("recall", "r@100", 0.5, ">=")
+    assert bound_check(floor, 0.5) == Check(
+        "recall", True, "recall: r@100 0.5 ≥ 0.5", "r@100", 0.5, 0.5
+    )
+    assert bound_check(floor, 0.25) == Check(
+        "recall", False, "recall: r@100 0.25 < 0.5", "r@100", 0.25, 0.5
+    )
+    cap = Bound("ece", "ece_rel", 0.5, "<=")
+    assert bound_check(cap, 0.5) == Check(
+        "ece", True, "ece: ece_rel 0.5 ≤ 0.5", "ece_rel", 0.5, 0.5
+    )
+    assert bound_check(cap, 0.75) == Check(
+        "ece", False, "ece: ece_rel 0.75 > 0.5", "ece_rel", 0.75, 0.5
+    )
+    for value in (None, float("nan"), float("inf")):
+        got = bound_check(cap, value)
+        assert got.value is value
+        assert (got.name, got.passed, got.reason, got.metric, got.limit) == (
+            "ece",
+            False,
+            "ece_rel is missing",
+            "ece_rel",
+            0.5,
+        )
+    assert not bound_check(floor, float("-inf")).passed
+
+
+def test_decision_lists_the_champion_check_then_each_bound_and_serialises():
+    gate = FamilyGate(metric="m", tolerance=0.0)
+    floor = Bound("recall", "r", 0.5, ">=")
+    cap = Bound("ece", "e", 0.5, "<=")
+    candidate = {"m": 0.5, "r": 0.25, "e": 0.25}
+    d = decide("relmf", gate, candidate, {"m": 0.75}, [floor, cap])
+    assert isinstance(d, Decision) and d.family == "relmf"
+    assert [c.name for c in d.checks] == ["champion", "recall", "ece"]
+    assert d.reasons == ["m 0.5 < champion 0.75 + 0", "recall: r 0.25 < 0.5", "ece: e 0.25 ≤ 0.5"]
+    assert d.failed == ["m 0.5 < champion 0.75 + 0", "recall: r 0.25 < 0.5"]
+    assert not d.passed
+    assert d.to_dict() == {
+        "family": "relmf",
+        "passed": False,
+        "checks": [
+            {
+                "name": "champion",
+                "passed": False,
+                "reason": "m 0.5 < champion 0.75 + 0",
+                "metric": "m",
+                "value": 0.5,
+                "limit": 0.75,
+            },
+            {
+                "name": "recall",
+                "passed": False,
+                "reason": "recall: r 0.25 < 0.5",
+                "metric": "r",
+                "value": 0.25,
+                "limit": 0.5,
+            },
+            {
+                "name": "ece",
+                "passed": True,
+                "reason": "ece: e 0.25 ≤ 0.5",
+                "metric": "e",
+                "value": 0.25,
+                "limit": 0.5,
+            },
+        ],
+    }
+    first = decide("plove", gate, {"m": 0.5}, None)  # no champion, no bounds
+    assert first.passed and first.to_dict() == {
+        "family": "plove",
+        "passed": True,
+        "checks": [
+            {
+                "name": "champion",
+                "passed": True,
+                "reason": "no champion with m yet: m = 0.5",
+                "metric": "m",
+                "value": 0.5,
+                "limit": None,
+            }
+        ],
+    }
+    assert decide("plove", gate, {"m": 1.0}, {"m": 0.5}).reasons == ["m 1 ≥ champion 0.5 + 0"]
+    missing = decide("plove", gate, {}, {"m": 0.5}, [cap])
+    assert missing.failed == ["candidate has no finite m", "e is missing"]
+
+
+def test_gates_resolve_the_deepest_level_and_config_defaults():
+    gate = FamilyGate(metric="test/ips_auc/{deepest}", mode="min", tolerance=0.25)
+    resolved = gate.resolved("purchase")
+    assert resolved == FamilyGate(metric="test/ips_auc/purchase", mode="min", tolerance=0.25)
+    assert gate.metric == "test/ips_auc/{deepest}"  # the original is unchanged
+    assert FamilyGate(metric="test/log_loss").resolved("x").metric == "test/log_loss"
+    cfg = PromoteConfig()
+    assert cfg.gate("gnolr", "purchase") == FamilyGate(
+        metric="test/ips_auc/purchase", mode="max", tolerance=0.002
+    )
+    assert cfg.gate("relmf", "cart") == FamilyGate(metric="test/ips_dcg_at_10", tolerance=0.005)
+    assert cfg.gate("plove", "cart") == FamilyGate(
+        metric="test/log_loss", mode="min", tolerance=0.0005
+    )
+    custom = PromoteConfig(relmf={"metric": "val/{deepest}/x", "tolerance": -0.5})
+    assert custom.gate("relmf", "love") == FamilyGate(metric="val/love/x", tolerance=-0.5)
+    with pytest.raises(AttributeError):
+        cfg.gate("nope", "purchase")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"index_recall_floor": 1.5},
+        {"index_recall_floor": -0.1},
+        {"plove_max_relative_ece": -0.5},
+        {"gnolr": {"metric": "m", "mode": "mid"}},
+        {"gnolr": {"metric": "m", "tolerence": 0.1}},
+        {"unknown": 1},
+    ],
+)
+def test_bad_promote_config_is_rejected(kwargs):
+    with pytest.raises(ValueError):
+        PromoteConfig(**kwargs)
 
 
 @pytest.fixture

@@ -144,6 +144,95 @@ def test_bad_propensities_fail_with_a_clear_error():
         local_losses(P, "hinge")  # type: ignore[arg-type]
 
 
+def test_local_losses_by_hand_and_the_probability_clamp():
+    z = torch.tensor([0.0, math.log(3.0)], dtype=torch.float64)  # R̂ = ½, ¾
+    d1, d0 = local_losses(z, "squared")
+    np.testing.assert_allclose(d1.numpy(), [0.25, 0.0625], rtol=1e-12)
+    np.testing.assert_allclose(d0.numpy(), [0.25, 0.5625], rtol=1e-12)
+    d1, d0 = local_losses(z, "log")
+    np.testing.assert_allclose(d1.numpy(), [math.log(2), math.log(4 / 3)], rtol=1e-12)
+    np.testing.assert_allclose(d0.numpy(), [math.log(2), math.log(4)], rtol=1e-12)
+    p = torch.tensor([0.25], dtype=torch.float64)
+    d1, d0 = local_losses(p, "squared", from_logits=False)
+    assert (d1.item(), d0.item()) == (0.5625, 0.0625)
+    # Probabilities 0 and 1 are clamped to [1e-7, 1 − 1e-7] for the log loss: finite.
+    ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    d1, d0 = local_losses(ends, "log", from_logits=False)
+    np.testing.assert_allclose(d1.numpy(), [-math.log(1e-7), -math.log1p(-1e-7)], rtol=1e-9)
+    np.testing.assert_allclose(d0.numpy(), [-math.log1p(-1e-7), -math.log(1e-7)], rtol=1e-9)
+    d1, _ = local_losses(ends, "log", from_logits=False, eps=0.25)
+    np.testing.assert_allclose(d1.numpy(), [math.log(4), math.log(4 / 3)], rtol=1e-12)
+    with pytest.raises(
+        ValueError, match="^unknown local loss 'hinge'; expected 'squared' or 'log'$"
+    ):
+        local_losses(p, "hinge")  # type: ignore[arg-type]
+
+
+def test_ideal_loss_defaults_to_squared_on_logits():
+    z = torch.tensor([math.log(3.0), 0.0], dtype=torch.float64)
+    gamma = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    # squared: ½·0.0625 + ½·0.5625 = 0.3125 and 1·0.25: mean 0.28125
+    assert ideal_loss(z, gamma).item() == pytest.approx(0.28125, rel=1e-12)
+    probs = torch.tensor([0.75, 0.5], dtype=torch.float64)
+    assert ideal_loss(probs, gamma, "log", from_logits=False).item() == pytest.approx(
+        (0.5 * math.log(4 / 3) + 0.5 * math.log(4) + math.log(2)) / 2, rel=1e-12
+    )
+
+
+def test_weights_of_each_estimator_and_the_defaults():
+    y = torch.tensor([1, 1, 1, 0])
+    theta = torch.tensor([0.05, 0.1, 1.0, 0.5], dtype=torch.float64)
+    naive = RelMFLoss(estimator="naive").weights(y, None)
+    assert naive.dtype == torch.get_default_dtype() and naive.tolist() == [1, 1, 1, 0]
+    ips = RelMFLoss(estimator="ips").weights(y.double(), theta)
+    assert ips.dtype == torch.float64
+    np.testing.assert_allclose(ips.numpy(), [20, 10, 1, 0], rtol=1e-12)
+    # Defaults: clipped at M = 0.1 (θ = M exactly stays), squared local loss, signed.
+    default = RelMFLoss()
+    assert (default.estimator, default.clip, default.local_loss, default.non_negative) == (
+        "clipped",
+        0.1,
+        "squared",
+        False,
+    )
+    np.testing.assert_allclose(default.weights(y.double(), theta).numpy(), [10, 10, 1, 0])
+    np.testing.assert_allclose(RelMFLoss(clip=0.5).weights(y.double(), theta).numpy(), [2, 2, 1, 0])
+    # w comes in y's dtype whatever θ's.
+    w32 = RelMFLoss(estimator="ips").weights(
+        torch.ones(1), torch.tensor([0.3], dtype=torch.float64)
+    )
+    assert w32.dtype == torch.float32
+    for estimator in ("ips", "clipped"):
+        with pytest.raises(ValueError, match=f"^the {estimator} estimator needs propensities$"):
+            RelMFLoss(estimator=estimator).weights(y, None)
+    bad = torch.tensor([0.0, 1.5, -0.1, 2.0, 0.5], dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"^propensities must lie in \(0, 1\], found \[0.0, 1.5, -0.1\]$"
+    ):
+        RelMFLoss(estimator="ips").weights(torch.ones(5, dtype=torch.float64), bad)
+    with pytest.raises(ValueError, match=r"found \[1.25\]$"):
+        RelMFLoss().weights(torch.ones(2), torch.tensor([1.0, 1.25]))
+
+
+def test_loss_call_checks_shapes_and_defaults_to_logits():
+    with pytest.raises(ValueError, match=r"^pred \(3,\) and y \(2,\) must match$"):
+        RelMFLoss(estimator="naive")(P, Y[:2])
+    logits = torch.log(P / (1 - P))
+    naive = RelMFLoss(estimator="naive")
+    assert naive(logits, Y).item() == pytest.approx((0.25 + 0.0625 + 0.04) / 3, rel=1e-9)
+    assert naive(logits, Y, sample_weight=torch.ones(3)).item() == pytest.approx(
+        (0.25 + 0.0625 + 0.04) / 3, rel=1e-9
+    )
+    # float32 weights are summed in the loss's float64, not in float32.
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(2000, generator=gen, dtype=torch.float64)
+    y = (torch.rand(2000, generator=gen) < 0.3).double()
+    c = torch.rand(2000, generator=gen, dtype=torch.float32)
+    per_pair = naive.pointwise(pred, y)
+    expected = (c.double() * per_pair).sum() / c.double().sum()
+    assert naive(pred, y, sample_weight=c).item() == pytest.approx(expected.item(), rel=1e-13)
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ValidationError, match=r"loss\.clip"):
         RelMFConfig.model_validate({"loss": {"clip": 2}})

@@ -204,3 +204,19 @@ def test_listwise_loss_needs_one_item_vector_per_user_vector():
     q = [torch.ones(2, 1, dtype=torch.float64)] * 2
     with pytest.raises(ValueError):
         listwise_loss(q, q[:1], torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("kind", ["nested", "full", "bce", "ips"])
+def test_losses_follow_the_logits_device(kind):
+    # Their level grids (torch.arange) must live on the logits' device: a grid built on the CPU
+    # fails on a GPU, as the per-head weights once did on an H200. "meta" stands in for any
+    # device that is not the CPU (shapes only, no data).
+    logits = torch.zeros(4, 3, device="meta")
+    level = torch.zeros(4, dtype=torch.long, device="meta")
+    if kind == "ips":  # any per-level loss of (logit, label, θ); RelMFLoss checks values
+        per_level = lambda logit, label, theta: (logit * label * theta).sum()  # noqa: E731
+        out = ips_level_loss(logits, level, torch.ones(4, device="meta"), per_level)
+    else:
+        out = gnolr_loss(logits, level, kind)
+    assert out.device.type == "meta" and out.shape == ()
+    assert subtask_nll(logits, level).device.type == "meta"

@@ -80,7 +80,7 @@ def listwise_loss(
 def ips_level_loss(
     logits: torch.Tensor, level: torch.Tensor, propensity: torch.Tensor, loss
 ) -> torch.Tensor:
-    """Σ_c of a Rel-MF loss (``models.losses.relmf.RelMFLoss``) on σ(l_c) against 1{level ≥ c}.
+    """Σ_c of a Rel-MF loss (``models.relmf.loss.RelMFLoss``) on σ(l_c) against 1{level ≥ c}.
 
     Each level's head is trained as an exposure-debiased classifier with the row's propensity θ.
     """

@@ -24,10 +24,6 @@ LINE = re.compile(r"^\s*(?P<name>\S+)__mutmut_\d+: (?P<status>.+)$")
 MUTANT = re.compile(r"^\s*(?P<mutant>\S+__mutmut_\d+): (?P<status>.+)$")
 
 # Surviving mutants that no behaviour can tell apart from the original, with the reason.
-_CPU = (
-    "`torch.arange` without the logits' device is created on the CPU, where the tests' and the "
-    "pipeline's tensors live; it would differ only for tensors on an accelerator"
-)
 _PAV_Y = "`y` is read element by element through `float(value)`, whatever its dtype"
 _PAV_W = "weights are read through `float(weight)`; `w <= 0` is the same test for any dtype"
 _STRICT = "`zip(strict=True)` guards lengths already checked equal by `y.shape != w.shape`"
@@ -37,12 +33,6 @@ _LABELS = (
 )
 _INTERP = "`np.interp` converts its first argument to float64 itself"
 EQUIVALENT: dict[str, str] = {
-    "models.gnolr.loss.x_subtask_nll__mutmut_19": _CPU,
-    "models.gnolr.loss.x_subtask_nll__mutmut_22": _CPU,
-    "models.gnolr.loss.x_gnolr_loss__mutmut_13": _CPU,
-    "models.gnolr.loss.x_gnolr_loss__mutmut_16": _CPU,
-    "models.gnolr.loss.x_ips_level_loss__mutmut_7": _CPU,
-    "models.gnolr.loss.x_ips_level_loss__mutmut_10": _CPU,
     "models.gnolr.loss.x_ips_level_loss__mutmut_14": "`arange(1, T + 2)` adds a threshold "
     "column T + 1 that is never read (only `reached[:, c]` for c < T is used)",
     "models.gnolr.loss.x_ips_level_loss__mutmut_16": "`propensity.to(None)` keeps θ's dtype, "

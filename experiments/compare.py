@@ -106,17 +106,25 @@ def run_ms(args, params: Params) -> dict:
             )
         fitted[name] = [m for _, _, _, m in per_seed]
         results[name] = _ms_entry(per_seed, settings, tuned.get(name, {}))
+    members = inner_members(args.blend or [], chosen, protocol, args.seeds, inner)
     for name in args.models:  # equal-weight ensembles of the refits over seeds: nothing to choose
-        if len(fitted[name]) > 1 and TOPN[name].iterative:
-            model = Ensemble(fitted[name]).fit(protocol.final().train)
+        if len(fitted[name]) > 1:
+            model = final_member(fitted[name], protocol.final().train)
             scores = protocol.score(model, protocol.final())
+            valid = None  # the seed ensemble's own validation score, where its inner fits exist
+            if name in members:
+                tuning = protocol.tuning()
+                metric = tuning.validation.monitor.removeprefix("valid/")
+                valid = float(tuning.validation(members[name])[metric])
             results[f"{name}_x{len(fitted[name])}"] = _ms_entry(
                 [(0, scores, 0.0, model)],
                 {"components": f"{name} refits, seeds {args.seeds}"},
-                {},
+                {"valid": valid},
             )
     if args.blend:
-        results["blend"] = ms_blend(args.blend, fitted, chosen, protocol, inner)
+        results["blend"] = ms_blend(
+            args.blend, fitted, members, protocol, args.blend_step, tuple(args.blend_normalise)
+        )
     return {"instances": {"0": results}, "facts": protocol.facts()}
 
 
@@ -134,32 +142,65 @@ def _ms_entry(per_seed: list, settings: dict, tuned: dict) -> dict:
     }
 
 
+def inner_members(
+    names: list[str],
+    chosen: dict,
+    protocol: MSRecommenders,
+    seeds: list[int],
+    inner_fits: dict[str, Recommender] | None = None,
+) -> dict[str, Recommender]:
+    """Per name, the model fitted on the tuning part (``inner``) with its final settings ``chosen``
+    (epochs included): the epoch-choosing fit when there was one, and for seeded models with
+    several ``seeds`` the equal-weight z-score ensemble of one fit per seed (the seed ensemble the
+    final refits form on all of train)."""
+    tuning = protocol.tuning()
+    out = {}
+    for name in names:
+        candidate = TOPN[name]
+        seeded = len(seeds) > 1 and (candidate.iterative or name == "als")
+        fits = []
+        for seed in seeds if seeded else seeds[:1]:
+            if inner_fits and name in inner_fits and seed == seeds[0]:
+                fits.append(inner_fits[name])  # the epoch-choosing fit, seed as in chosen
+                continue
+            settings = {**chosen[name], "seed": seed} if name not in UNSEEDED else chosen[name]
+            model = candidate.build(settings, tuning)
+            fits.append(model.fit(tuning.train))  # epochs fixed: no validation needed
+        out[name] = Ensemble(fits).fit(tuning.train) if len(fits) > 1 else fits[0]
+    return out
+
+
+def final_member(models: list[Recommender], train) -> Recommender:
+    """One model, or the equal-weight z-score ensemble of its refits over seeds."""
+    return Ensemble(models).fit(train) if len(models) > 1 else models[0]
+
+
 def ms_blend(
     names: list[str],
     fitted: dict,
-    chosen: dict,
+    inner: dict[str, Recommender],
     protocol: MSRecommenders,
-    inner_fits: dict[str, Recommender] | None = None,
+    step: float = 0.1,
+    normalisations: tuple[str, ...] = ("z", "rank"),
 ) -> dict:
-    """z-score blend of ``names``: weights chosen on validation (components fitted on inner with
-    their final settings ``chosen``, epochs included — the epoch-choosing fits when there were
-    any; simplex grid step 0.1), then applied to the components fitted on all of train (seed 0).
-    Test is scored once, after the choice."""
+    """Blend of ``names``: the weights (simplex grid of ``step``) and the per-user normalisation
+    (z-score or rank) chosen on validation with the members fitted on the tuning part
+    (``inner``, seed ensembles where there are several seeds), then applied to the same members
+    refitted on all of train. Test is scored once, after the choice."""
     tuning = protocol.tuning()
-    inner = []
-    for name in names:
-        if inner_fits and name in inner_fits:
-            inner.append(inner_fits[name])
-            continue
-        model = TOPN[name].build(chosen[name], tuning)
-        inner.append(model.fit(tuning.train))  # epochs fixed: no validation needed
     metric = tuning.validation.monitor.removeprefix("valid/")
-    best_w, best_v = choose_weights(inner, tuning.train, tuning.validation, metric)
-    model = Ensemble([fitted[n][0] for n in names], best_w).fit(protocol.final().train)
+    best_w, best_v, how = choose_weights(
+        [inner[n] for n in names], tuning.train, tuning.validation, metric, step, normalisations
+    )
+    train = protocol.final().train
+    members = [final_member(fitted[n], train) for n in names]
+    model = Ensemble(members, best_w, how).fit(train)
     scores = protocol.score(model, protocol.final())
-    weights = dict(zip(names, [round(float(x), 2) for x in best_w], strict=True))
-    print(f"compare: blend {weights}: valid {best_v:.4f}", flush=True)
-    return _ms_entry([(0, scores, 0.0, model)], {"weights": weights}, {"valid": best_v})
+    weights = dict(zip(names, [round(float(x), 3) for x in best_w], strict=True))
+    seeds = {n: len(fitted[n]) for n in names}
+    print(f"compare: blend {how} {weights}: valid {best_v:.4f}", flush=True)
+    settings = {"normalise": how, "weights": weights, "seeds": seeds}
+    return _ms_entry([(0, scores, 0.0, model)], settings, {"valid": best_v})
 
 
 def run_graded(args, params: Params) -> dict:
@@ -328,7 +369,16 @@ def main() -> None:
     parser.add_argument(
         "--blend",
         nargs="+",
-        help="ms-recommenders: also a z-score blend of these (weights on valid)",
+        help="ms-recommenders: also a blend of these (weights, normalisation on valid; with "
+        "several --seeds each seeded member is its seed ensemble)",
+    )
+    parser.add_argument("--blend-step", type=float, default=0.1, help="blend weight grid step")
+    parser.add_argument(
+        "--blend-normalise",
+        nargs="+",
+        choices=["z", "rank"],
+        default=["z", "rank"],
+        help="per-user normalisations the blend chooses among on validation",
     )
     parser.add_argument("--max-epochs", type=int, help="graded: override gnolr.max_epochs")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
@@ -369,6 +419,10 @@ def main() -> None:
             command += " --seeds " + " ".join(map(str, args.seeds))
         if args.blend:
             command += " --blend " + " ".join(args.blend)
+            if args.blend_step != 0.1:
+                command += f" --blend-step {args.blend_step:g}"
+            if args.blend_normalise != ["z", "rank"]:
+                command += " --blend-normalise " + " ".join(args.blend_normalise)
         minutes = (time.perf_counter() - start) / 60
         if args.protocol == "ms-recommenders":
             table = ms_table(results, summary, args.reference)

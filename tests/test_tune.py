@@ -1,5 +1,6 @@
 """Hyper-parameter search and blends: chosen on validation only, each trial a child MLflow run,
-the best trial written back; blend weights from validation; z-score blends worked by hand."""
+the best trial written back; blend weights and normalisation from validation; z-score and rank
+blends and seed ensembles worked by hand."""
 
 import mlflow
 import numpy as np
@@ -12,7 +13,14 @@ from experiments.compare import ms_settings
 from experiments.protocols import Stage
 from experiments.tune import run_study, write_tuned
 from models.data import Interactions, Pairs
-from models.ensemble import Ensemble, choose_weights, simplex_grid, standardised
+from models.ensemble import (
+    Ensemble,
+    Frozen,
+    choose_weights,
+    rank_normalised,
+    simplex_grid,
+    standardised,
+)
 from models.recommender import Recommender
 from pipelines.params import load_params
 
@@ -126,6 +134,64 @@ def test_standardised_scores_and_the_weighted_blend_by_hand():
         Ensemble([a, b], [1.0])
 
 
+def test_rank_normalisation_by_hand_ties_share_their_average_rank():
+    m = Fixed([[10.0, -3.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    m.fit(Interactions(np.array([0]), np.array([0]), np.array([1]), None, 2, 4))
+    # ranks 0-based: user 0 → (3, 0, 1.5, 1.5), user 1 → (0, 1, 2, 3); divided by n_items − 1 = 3
+    np.testing.assert_allclose(
+        rank_normalised(m, np.array([0, 1])), [[1, 0, 0.5, 0.5], [0, 1 / 3, 2 / 3, 1]]
+    )
+    alone = Ensemble([m], normalise="rank").fit(_one_row(2, 4))
+    np.testing.assert_allclose(alone.score(np.array([0])), [[1, 0, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="normalisation 'max'"):
+        Ensemble([m], normalise="max")
+
+
+def _one_row(n_users: int, n_items: int) -> Interactions:
+    return Interactions(np.array([0]), np.array([0]), np.array([1]), None, n_users, n_items)
+
+
+def test_a_seed_ensemble_averages_the_refits_z_scores():
+    # two "seeds" of one model: same ranking, different scales; a third disagrees
+    s0 = Fixed([[0.0, 1.0, 2.0, 6.0]])
+    s1 = Fixed([[0.0, 10.0, 20.0, 60.0]])
+    s2 = Fixed([[6.0, 2.0, 1.0, 0.0]])
+    train = _one_row(1, 4)
+    for m in (s0, s1, s2):
+        m.fit(train)
+    z = standardised(s0, np.array([0]))[0]
+    sd = np.sqrt((2.25**2 + 1.25**2 + 0.25**2 + 3.75**2) / 4)  # mean 9/4
+    np.testing.assert_allclose(z, (np.array([0, 1, 2, 6]) - 2.25) / sd)
+    pair = Ensemble([s0, s1]).fit(train)  # equal weights 1/2: scale-free, so the mean is z itself
+    np.testing.assert_allclose(pair.score(np.array([0]))[0], z)
+    three = Ensemble([s0, s1, s2]).fit(train)
+    z2 = standardised(s2, np.array([0]))[0]
+    np.testing.assert_allclose(three.score(np.array([0]))[0], (2 * z + z2) / 3)
+
+
+def test_the_normalisation_is_chosen_on_validation_when_only_ranks_combine_right():
+    # one user, four items, the held-out item is 1; a has an outlier at item 0, b prefers item 2.
+    # z: item 1 beats item 2 only for w_a > 0.967 and item 0 only for w_a < 0.439: never top-1.
+    # rank: a → (1, 2/3, 1/3, 0), b → (0, 2/3, 1, 1/3): item 1 scores 2/3 for every w_a, item 0
+    # w_a, item 2 1 − 2·w_a/3, so item 1 is top-1 for w_a in [0.5, 2/3) (at 0.5 by the tie rule:
+    # lower index first), i.e. the grid points 0.5 and 0.6.
+    a, b = Fixed([[100.0, 2.0, 1.0, 0.0]]), Fixed([[0.0, 2.0, 3.0, 1.0]])
+    train = Interactions(np.array([0]), np.array([3]), np.array([1]), None, 1, 4)
+    for m in (a, b):
+        m.fit(train)
+    validation = RankingNDCG(Pairs(np.array([0]), np.array([1])), k=1)
+    _, z_value, _ = choose_weights([a, b], train, validation, "ndcg_at_1", 0.1, ("z",))
+    assert z_value == 0.0
+    w, value, how = choose_weights([a, b], train, validation, "ndcg_at_1", 0.1, ("z", "rank"))
+    assert how == "rank" and value == 1.0
+    assert w[0] in (pytest.approx(0.5), pytest.approx(0.6)) and w.sum() == pytest.approx(1.0)
+    # the frozen component of the search is the same blend as the live one
+    frozen = Frozen(rank_normalised(a, np.array([0]))).fit(train)
+    np.testing.assert_allclose(frozen.score(np.array([0])), [[1, 2 / 3, 1 / 3, 0]])
+    live = Ensemble([a, b], w, "rank").fit(train)
+    assert live.recommend(np.array([0]), k=1)[0].tolist() == [[1]]
+
+
 def test_simplex_grid_covers_every_split_of_one():
     grid = simplex_grid(3, 0.1)
     assert len(grid) == 66  # C(10 + 2, 2)
@@ -139,8 +205,8 @@ def test_blend_weights_are_chosen_on_validation():
     good, bad = Fixed(truth), Fixed(-truth)
     for m in (good, bad):
         m.fit(stage.train)
-    w, value = choose_weights([bad, good], stage.train, stage.validation, "ndcg_at_3")
-    assert w.tolist() == [0.0, 1.0] and value == pytest.approx(1.0)
+    w, value, how = choose_weights([bad, good], stage.train, stage.validation, "ndcg_at_3")
+    assert w.tolist() == [0.0, 1.0] and value == pytest.approx(1.0) and how == "z"
     assert isinstance(TOPN["ease"], Candidate)
 
 
@@ -176,6 +242,7 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
 
     monkeypatch.setattr(compare, "MSRecommenders", TinyMS)
     argv = ["compare", "--models", "popularity", "ease", "als", "bpr", "--blend", "ease", "bpr"]
+    argv += ["--seeds", "0", "1"]  # bpr (and als) as seed ensembles, in the blend too
     argv += ["--bootstrap", "50", "--out", str(tmp_path / "out"), "--tuned", str(tmp_path / "x")]
     monkeypatch.setattr("sys.argv", argv)
     compare.main()
@@ -189,5 +256,10 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     assert ease_ndcg > float(rows["popularity"].split("|")[3].split()[0])  # taste groups found
     assert "tie" in rows["ease"] or "better" in rows["ease"] or "worse" in rows["ease"]
     assert rows["als"].split("|")[4].strip() == "–"  # the reference has no difference to itself
-    assert '"weights"' in rows["blend"]
+    assert '"weights"' in rows["blend"] and '"seeds": {"ease": 1, "bpr": 2}' in rows["blend"]
+    assert '"normalise": "z"' in rows["blend"] or '"normalise": "rank"' in rows["blend"]
+    # the seed ensemble: its validation score (inner fits of both seeds), test by the ensemble
+    assert rows["bpr_x2"].split("|")[2].strip() != "–"
+    assert len(rows["bpr"].split("|")[8].split("/")) == 2  # test NDCG@10 of each refit seed
+    assert "--seeds 0 1" in table
     assert not list((tmp_path / "out").glob(".*"))  # atomic: no temporary files left

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GNOLR training on a GPU box (issue 18): the default-size model through the stages' own loop
-# (train_speed.py on exported arrays) and the scale rows (scale_train.py) on CUDA, then one CPU
+# (train_speed.py on arrays from export_arrays.py) and the scale rows (scale_train.py) on CUDA, then one CPU
 # row of each on the same box for a same-run ratio. Writes its tables to ${OUT:-.}/gpu_*.txt.
 #
-#   .venv/bin/python benchmarks/train_speed.py syn.npz --export data/features   # on the CPU box
+#   .venv/bin/python benchmarks/export_arrays.py syn.npz --features data/features  # on the CPU box
 #   bash benchmarks/gpu_train.sh syn.npz                                        # on the GPU box
 #
 # A GPU box's image may lack some of this project's dependencies (polars, pydantic): wheels in

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +48,7 @@ import polars as pl
 import yaml
 
 from evaluation.metrics import graded_ndcg
+from features.feedback_log import Clock, utc_now
 from features.sources.synthetic import SyntheticConfig, World, draw_funnel, parse_index, user_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,8 +199,13 @@ def serve_round(
     k: int = 10,
     exploration: float = 0.0,
     exclude_seen: bool = False,
+    clock: Clock = utc_now,
 ) -> RoundStats:
-    """Each simulator user in ``users`` requests a slate, responds by the ground truth, posts it back."""
+    """Each simulator user in ``users`` requests a slate, responds by the ground truth, posts it back.
+
+    The posted events are timed by ``clock`` (the real UTC clock; the server's must agree with it
+    within its ``LADDER_MAX_CLOCK_SKEW_S``).
+    """
     start = time.perf_counter()
     slates = np.full((len(users), k), -1, dtype=np.int64)
     totals = dict.fromkeys(FEEDBACK_EVENTS, 0)
@@ -229,7 +235,7 @@ def serve_round(
             served.get("slate_id"),
             items,
             drawn,
-            datetime.now(UTC).isoformat(timespec="microseconds"),
+            clock().isoformat(timespec="microseconds"),
         )
         if events:
             accepted = _post(client, "/feedback", {"events": events})
@@ -455,8 +461,13 @@ def _pick_users(n_users: int, count: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(n_users, size=count, replace=count > n_users))
 
 
-def closed_loop(cfg: LoopConfig, workdir: Path, echo=print) -> tuple[list[RoundStats], dict]:
+def closed_loop(
+    cfg: LoopConfig, workdir: Path, echo=print, clock: Clock = utc_now
+) -> tuple[list[RoundStats], dict]:
     """Run the loop in ``workdir`` (a scratch workspace is created there).
+
+    ``clock`` times the posted feedback and the loop's start (``logged_train_rows`` counts training
+    rows at or after it); the real clock by default, as the server runs on it.
 
     Returns one row per served round and the :func:`reference_quality` yardsticks. Every round
     serves the same panel of users (fresh feedback draws), so rounds differ only by the model.
@@ -468,7 +479,7 @@ def closed_loop(cfg: LoopConfig, workdir: Path, echo=print) -> tuple[list[RoundS
     echo(f"workspace {ws.path}: initial dvc repro (the simulator's logging policy's history)")
     retrain = ws.repro(cfg.target)
     world = World.load(ws.world_file)
-    loop_start = datetime.now(UTC)
+    loop_start = clock()
     rng = np.random.default_rng(cfg.seed)
     users = _pick_users(world.n_users, cfg.users, rng)
     rows: list[RoundStats] = []
@@ -487,7 +498,15 @@ def closed_loop(cfg: LoopConfig, workdir: Path, echo=print) -> tuple[list[RoundS
                     else:
                         _post(client, "/reload", {})
                 stats = serve_round(
-                    client, world, users, rng, round_no, cfg.k, cfg.exploration, cfg.exclude_seen
+                    client,
+                    world,
+                    users,
+                    rng,
+                    round_no,
+                    cfg.k,
+                    cfg.exploration,
+                    cfg.exclude_seen,
+                    clock,
                 )
                 stats.seconds_retrain = retrain
                 stats.logged_train_rows = ws.logged_train_rows(loop_start)

@@ -57,6 +57,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
+Clock = Callable[[], datetime]  # returns the current time, timezone-aware
+
+
+def utc_now() -> datetime:
+    """The real clock (:data:`Clock`): ``datetime.now(UTC)``; tests pass a fixed one instead."""
+    return datetime.now(UTC)
+
+
 PREFIX = "events-"
 SUFFIX = ".jsonl"
 ARCHIVE_SUFFIX = ".jsonl.gz"
@@ -124,7 +132,8 @@ class FeedbackLog:
     a background thread that flushes every file written since its last pass, so concurrent
     requests share one flush). With a ``retention`` policy, the same thread applies it once the log
     is first written to and then every ``retention.check_interval_s``. ``on_sync_failure`` is called
-    with each background fsync's :class:`OSError` (e.g. to count it in a metric).
+    with each background fsync's :class:`OSError` (e.g. to count it in a metric). ``clock`` (the real
+    UTC clock) gives the day of an append without ``when`` and the "today" retention ages days from.
     """
 
     def __init__(
@@ -133,8 +142,10 @@ class FeedbackLog:
         sync_interval_s: float = 0.05,
         retention: RetentionConfig | None = None,
         on_sync_failure: Callable[[OSError], None] | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self.directory = Path(directory)
+        self.clock = clock
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sync_interval_s = sync_interval_s
         self.retention = retention
@@ -147,7 +158,7 @@ class FeedbackLog:
         self._next_retention = 0.0  # monotonic time of the next retention pass
 
     def path_for(self, when: datetime | None = None) -> Path:
-        when = when or datetime.now(UTC)
+        when = when or self.clock()
         return self.directory / f"{PREFIX}{when.astimezone(UTC):%Y%m%d}{SUFFIX}"
 
     def append(
@@ -239,7 +250,7 @@ class FeedbackLog:
     def _apply_retention(self) -> None:
         self._next_retention = time.monotonic() + self.retention.check_interval_s
         try:
-            apply_retention(self.directory, self.retention)
+            apply_retention(self.directory, self.retention, self.clock().astimezone(UTC).date())
         except OSError as exc:
             log.error("feedback log retention failed in %s: %s", self.directory, exc)
 

@@ -72,7 +72,7 @@ from features.contract import (
     MIN_TS,
     EventNames,
 )
-from features.feedback_log import FeedbackLog, RetentionConfig
+from features.feedback_log import Clock, FeedbackLog, RetentionConfig, utc_now
 from models.blend import BlendWeights
 from serving.bundle import Bundle
 from serving.errors import ApiError, answers_errors, describe_os_error
@@ -341,7 +341,14 @@ SERVICE_CONFIG = {
 
 @bentoml.service(**SERVICE_CONFIG)
 class Recommender:
-    """GNOLR recommendations from one item index, logged with propensities, following the bundle."""
+    """GNOLR recommendations from one item index, logged with propensities, following the bundle.
+
+    ``clock`` (the real UTC clock, read when the service starts) times the logged slates, picks the
+    log's day file (and the day its retention ages files from) and bounds posted ``ts``: one clock
+    for all of them, so a test can set it (e.g. across midnight).
+    """
+
+    clock: Clock = staticmethod(utc_now)
 
     def __init__(self) -> None:
         self.live = LiveBundle(
@@ -355,6 +362,7 @@ class Recommender:
                 os.environ.get("LADDER_PARAMS", "params.yaml")
             ),
             on_sync_failure=lambda exc: self.metrics.fsync_failures.inc(),
+            clock=self.clock,
         )
         self.metrics.free_bytes.set(self.feedback_log.free_bytes())
         self._free_bytes_at = time.monotonic()
@@ -370,10 +378,11 @@ class Recommender:
             gc.collect()
             gc.freeze()  # what start-up built (imports, the bundle) is never scanned again
 
-    def _append(self, records: list[dict], durable: bool, consequence: str) -> None:
-        """Append to the log; a disk that fails it is a 503 naming the cause and ``consequence``."""
+    def _append(self, records: list[dict], when: datetime, durable: bool, consequence: str) -> None:
+        """Append to the log (the day file of ``when``); a disk that fails it is a 503 naming the
+        cause and ``consequence``."""
         try:
-            self.feedback_log.append(records, durable=durable)
+            self.feedback_log.append(records, when=when, durable=durable)
         except OSError as exc:
             self._free_bytes_at = -FREE_BYTES_EVERY_S  # a failed append refreshes it now
             self.metrics.append_failures.labels(errno.errorcode.get(exc.errno, "other")).inc()
@@ -454,7 +463,8 @@ class Recommender:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
         self._append(
-            impression_records(result),
+            impression_records(result, now := self.clock()),
+            when=now,
             durable=self.sync_impressions,
             consequence="the slate was not served, as it could not be logged",
         )
@@ -531,11 +541,13 @@ class Recommender:
             raise ApiError(
                 400, f"unknown event name(s) {unknown}; expected one of {sorted(allowed)}"
             )
-        problems = self.feedback_policy.problems(events, datetime.now(UTC))
+        now = self.clock()
+        problems = self.feedback_policy.problems(events, now)
         if problems:
             raise ApiError(400, f"{len(problems)} event(s) refused: {problems[0]}", problems)
         self._append(
             [e.record() for e in events],
+            when=now,
             durable=True,
             consequence=f"none of the {len(events)} events was accepted; retry later",
         )

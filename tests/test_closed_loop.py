@@ -6,7 +6,7 @@ import json
 import math
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,23 @@ import yaml
 from starlette.testclient import TestClient
 
 from experiments import closed_loop as loop
-from features.feedback_log import read_records
+from features.feedback_log import day_of, log_files, read_records
 from features.sources.synthetic import World, draw_funnel
 from tests.asgi import AUTH, TOKEN, service_app
 
 S1, S3 = 0.5, 0.75  # σ(0), σ(ln 3)
+NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # a fixed day, whatever the real clock says
+
+
+class SteppingClock:
+    """A fake clock: ``start``, then ``step`` later at each call (one clock for service and users)."""
+
+    def __init__(self, start: datetime, step: timedelta = timedelta(milliseconds=1)) -> None:
+        self.now, self.step = start, step
+
+    def __call__(self) -> datetime:
+        now, self.now = self.now, self.now + self.step
+        return now
 
 
 def tiny_world() -> World:
@@ -90,19 +102,27 @@ def world(pipeline_dir) -> World:
     return World.load(pipeline_dir / "data/ingest/world.npz")
 
 
-@pytest.fixture()
-def asgi_client(pipeline_dir, tmp_path, monkeypatch):
+def _serve_in_process(pipeline_dir, log: Path, monkeypatch, clock: SteppingClock):
+    """A TestClient of the in-process service logging to ``log``, timed by ``clock``."""
+    from serving.service import Recommender
+
     monkeypatch.setenv("LADDER_BUNDLE", str(pipeline_dir / "data/serving"))
-    monkeypatch.setenv("LADDER_FEEDBACK_LOG", str(tmp_path / "log"))
+    monkeypatch.setenv("LADDER_FEEDBACK_LOG", str(log))
     monkeypatch.setenv("LADDER_API_TOKEN", TOKEN)
-    with TestClient(service_app(), headers=AUTH) as client:
-        yield client, tmp_path / "log"
+    monkeypatch.setattr(Recommender.inner, "clock", staticmethod(clock))
+    return TestClient(service_app(), headers=AUTH)
 
 
-def test_a_round_in_process_logs_every_impression_and_every_drawn_event(world, asgi_client):
-    client, log = asgi_client
+def test_a_round_in_process_logs_every_impression_and_every_drawn_event(
+    world, pipeline_dir, tmp_path, monkeypatch
+):
+    log, clock = tmp_path / "log", SteppingClock(NOON)
     users = np.arange(0, world.n_users, 5)
-    stats = loop.serve_round(client, world, users, np.random.default_rng(1), exploration=0.5)
+    with _serve_in_process(pipeline_dir, log, monkeypatch, clock) as client:
+        stats = loop.serve_round(
+            client, world, users, np.random.default_rng(1), exploration=0.5, clock=clock
+        )
+    assert [p.name for p in log_files(log)] == ["events-20260301.jsonl"]  # the clock's day
     records = list(read_records(log))
     by_event = pl.DataFrame(records)["event"].value_counts()
     counts = dict(zip(by_event["event"], by_event["count"], strict=True))
@@ -116,6 +136,41 @@ def test_a_round_in_process_logs_every_impression_and_every_drawn_event(world, a
     assert all((r["slate_id"], r["item_id"]) in shown for r in records)
     assert 0 < stats.gt_ndcg_at_10 <= 1 and stats.gt_p_purchase < stats.gt_p_click
     assert loop.markdown_table([stats]).count("\n") == 2
+
+
+def test_a_round_across_midnight_logs_each_event_in_its_days_file(
+    world, pipeline_dir, tmp_path, monkeypatch
+):
+    # 23:59:59 and 50 ms per call (a slate, then its feedback's ts, then the service's /feedback):
+    # midnight falls after ~20 calls, i.e. within the first users of the round.
+    log = tmp_path / "log"
+    clock = SteppingClock(datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC), timedelta(milliseconds=50))
+    users = np.arange(0, world.n_users, 5)
+    with _serve_in_process(pipeline_dir, log, monkeypatch, clock) as client:
+        stats = loop.serve_round(
+            client, world, users, np.random.default_rng(1), exploration=0.5, clock=clock
+        )
+    assert clock.now > datetime(2026, 3, 2, 0, 0, 2, tzinfo=UTC)  # well past midnight
+    files = log_files(log)
+    assert [p.name for p in files] == ["events-20260301.jsonl", "events-20260302.jsonl"]
+    for path in files:  # a slate is logged in the file of the day the service's clock said
+        kept = read_records_of(path)
+        days = {datetime.fromisoformat(r["ts"]).date() for r in kept if r["event"] == "impression"}
+        assert days == {day_of(path)}
+        assert all(datetime.fromisoformat(r["ts"]).date() <= day_of(path) for r in kept)
+    records = list(read_records(log))  # both days, read as one log
+    counts = pl.DataFrame(records)["event"].value_counts()
+    counts = dict(zip(counts["event"], counts["count"], strict=True))
+    assert stats.impressions == len(users) * 10 == counts["impression"]
+    assert counts.get("click", 0) == stats.clicks > 0
+    assert counts.get("purchase", 0) == stats.purchases
+    shown = {(r["slate_id"], r["item_id"]) for r in records if r["event"] == "impression"}
+    assert all((r["slate_id"], r["item_id"]) in shown for r in records)
+
+
+def read_records_of(path: Path) -> list[dict]:
+    """The records of one day file."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _retrain_in_process(directory: Path, feedback_log: Path) -> None:

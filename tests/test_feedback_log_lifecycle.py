@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -139,6 +139,27 @@ def test_the_log_applies_its_retention_in_the_background(tmp_path):
             break
         time.sleep(0.01)
     assert archive.exists() and not plain.exists()
+    assert [r["user_id"] for r in read_records(tmp_path)] == ["u1", "u2"]
+
+
+def test_retention_ages_days_by_the_logs_clock_not_the_real_date(tmp_path):
+    today = datetime(2026, 3, 2, 12, tzinfo=UTC)  # long before the real date: its file stays
+    log = FeedbackLog(
+        tmp_path, retention=RetentionConfig(archive_after_days=1), clock=lambda: today
+    )
+    log.append([event(1)], when=today - timedelta(days=1))
+    log.append([event(2)])  # no ``when``: the clock's day; starts the background retention
+    assert log.path_for() == tmp_path / "events-20260302.jsonl"
+    archive = tmp_path / "events-20260301.jsonl.gz"
+    for _ in range(300):
+        if archive.exists() and not (tmp_path / "events-20260301.jsonl").exists():
+            break
+        time.sleep(0.01)
+    log._apply_retention()  # the pass again, in this thread: it has finished when it returns
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events-20260301.jsonl.gz",
+        "events-20260302.jsonl",
+    ]
     assert [r["user_id"] for r in read_records(tmp_path)] == ["u1", "u2"]
 
 

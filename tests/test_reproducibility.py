@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from threadpoolctl import threadpool_limits
 
 from features.sources.synthetic import SyntheticConfig, simulate
@@ -37,6 +38,11 @@ def in_pipeline(pipeline_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     store that tests/test_run_records.py checks."""
     copy = tmp_path / "pipeline"
     shutil.copytree(pipeline_dir, copy)
+    # 100 bootstrap replicates, not 1000: the bytes must match whatever the count, and each of the
+    # two runs spends most of its time on the replicates
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["plove_evaluator"]["bootstrap"] = 100
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(copy)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
     return copy

@@ -34,3 +34,5 @@ $py benchmarks/scale_train.py --accelerator gpu --ddp-devices "$ngpu" --ids 1000
 # 3. the same box's CPU with two threads (the 2-core reference machine's count): a same-run ratio
 OMP_NUM_THREADS=2 $py benchmarks/train_speed.py "$npz" --models gnolr --accelerator cpu --epochs 1 \
     | tee "$out/gpu_box_cpu_train_speed.txt"
+# 4. a fit with validation, early stopping and the best checkpoint: one process vs DDP on the GPUs
+$py benchmarks/gpu_fit_check.py 2>/dev/null | tee "$out/gpu_fit_check.json"

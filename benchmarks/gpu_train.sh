@@ -24,7 +24,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 $py benchmarks/train_speed.py "$npz" --models gnolr --accelerator gpu --epochs 2 \
     --batch-sizes 2048 16384 | tee "$out/gpu_train_speed.txt"
 # 2. the scale rows on CUDA, 100 k and 1 M ids; then DDP over the GPUs there are (spawned ranks,
-#    NCCL), kept apart so that a failure of the DDP path is reported without losing the others
+#    gloo: NCCL has no sparse all-reduce), kept apart so that a DDP failure loses no other row
 $py benchmarks/scale_train.py --accelerator gpu --ids 100000 1000000 --rows 1000000 \
     --dense-rows 300000 --modes "single dense" "single sparse" | tee "$out/gpu_scale_train.txt"
 ngpu=$($py -c "import torch; print(torch.cuda.device_count())")

@@ -11,39 +11,12 @@ import sys
 import torch
 
 sys.path.insert(0, ".")
-from evaluation.validation import LevelAUC
-from models.gnolr.config import GNOLRConfig
-from models.gnolr.fit import fit_gnolr
-from tests.ddp_worker import toy_rows
+from tests.ddp_worker import fit
 
 if __name__ == "__main__":
-    train, valid = toy_rows()
-    cfg = GNOLRConfig(embedding_dim=16, hidden=[16], dim=8, batch_size=512, max_epochs=3, lr=0.01)
-    names = ["click", "cart", "buy"]
     out = {}
     for strategy, devices in (("single", 1), ("ddp", torch.cuda.device_count())):
-        r = fit_gnolr(
-            train,
-            valid,
-            train.n_users,
-            train.n_items,
-            names,
-            cfg,
-            LevelAUC(names),
-            progress=False,
-            accelerator="gpu",
-            strategy=strategy,
-            devices=devices,
-        )
-        out[strategy] = {
-            k: r.info.get(k)
-            for k in (
-                "device",
-                "world_size",
-                "best_epoch",
-                "best_valid_auc_product",
-                "ranks_agree",
-                "epochs_run",
-            )
-        }
+        r = fit(strategy, devices, 1, accelerator="gpu")
+        keys = ("device", "world_size", "best_epoch", "best_valid", "ranks_agree", "epochs_run")
+        out[strategy] = {k: r.info.get(k) for k in keys}
     print(json.dumps(out, indent=1))

@@ -32,7 +32,7 @@ def toy_rows(n_users: int = 300, n_items: int = 200, n: int = 12_000, seed: int 
     return rows(n), rows(n // 4)
 
 
-def fit(strategy: str, devices: int, nodes: int, max_epochs: int = 3):
+def fit(strategy: str, devices: int, nodes: int, max_epochs: int = 3, accelerator: str = "cpu"):
     """GNOLR (mlp towers, 3 levels) on :func:`toy_rows`, early-stopped on the AUC product."""
     from evaluation.validation import LevelAUC
     from models.gnolr.config import GNOLRConfig
@@ -52,7 +52,7 @@ def fit(strategy: str, devices: int, nodes: int, max_epochs: int = 3):
         cfg,
         LevelAUC(names),
         progress=False,
-        accelerator="cpu",
+        accelerator=accelerator,
         strategy=strategy,
         devices=devices,
         num_nodes=nodes,

@@ -13,13 +13,13 @@ on synthetic rows over ``ids`` users and ``ids`` items (uniform ids, random leve
 * ``single dense``: the id tables with dense gradients and AdamW over every parameter (the
   trainer before sparse gradients);
 * ``single sparse``: sparse id-table gradients, SparseAdam + AdamW (:mod:`models.optim`);
-* ``ddp×2 sparse``: the same under ``strategy: ddp, devices: 2`` (two forked ranks, gloo; each
+* ``ddp×2 sparse``: the same under ``strategy: ddp, devices: 2`` (two spawned ranks, gloo; each
   takes half of every global batch of 2048).
 
-``--accelerator gpu`` runs the same rows on CUDA (DDP: spawned ranks, NCCL, ``--ddp-devices``
+``--accelerator gpu`` runs the same rows on CUDA (DDP: spawned ranks, gloo, ``--ddp-devices``
 GPUs) and adds the child's peak CUDA allocation; ``--modes`` picks rows.
 
-samples/s = training rows / wall seconds of ``trainer.fit`` (DDP: including forking the ranks and
+samples/s = training rows / wall seconds of ``trainer.fit`` (DDP: including spawning the ranks and
 joining the process group). Peak RSS is the largest resident set of one process of the child's
 tree (``wait4``'s ``ru_maxrss``: the child and the ranks it waited for), not their sum. The dense
 rows train on fewer rows (``--dense-rows``): a dense step touches the whole table.

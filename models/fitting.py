@@ -5,7 +5,7 @@ the module logs the monitored validation metric (e.g. ``valid/auc_product``), ea
 it, and the weights of the best epoch are loaded back before returning.
 
 ``strategy="ddp"`` trains data-parallel (docs/scaling-out.md): launched from one process, Lightning
-forks (CPU; spawns on GPU) ``devices`` ranks and returns rank 0's result to the caller; launched by
+spawns ``devices`` ranks and returns rank 0's result to the caller; launched by
 torchrun or SLURM (their environment variables set), every process is one rank and every rank
 returns the same best weights. The training batches shard themselves by rank
 (:class:`models.data.TensorBatches`); validation runs on every rank over all validation rows, so
@@ -102,14 +102,15 @@ def _strategy(strategy: Strategy, accelerator: str):
         return "auto"
     if strategy != "ddp":
         raise ValueError(f"unknown training strategy {strategy!r}: single | ddp")
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     # gloo on GPUs too: the id tables' gradients are sparse, and NCCL has no sparse all-reduce
     # ("NCCL does not support all_reduce with sparse tensors", seen on an H200); gloo all-reduces
     # CUDA sparse tensors through host memory
     if launched_externally():
         return DDPStrategy(process_group_backend="gloo")
-    # fork needs no pickling, but CUDA cannot be forked once initialised
-    return DDPStrategy(start_method="spawn" if gpu else "fork", process_group_backend="gloo")
+    # spawn, never fork: a forked rank inherits the parent's thread pools (Polars, OpenMP) in
+    # whatever state they were in, and aborted with "malloc(): unaligned tcache chunk detected"
+    # once in CI; CUDA cannot be forked at all once initialised
+    return DDPStrategy(start_method="spawn", process_group_backend="gloo")
 
 
 class _FitReport(Callback):

@@ -161,14 +161,8 @@ def start_run(params, stage: str, run_name: str, model: str | None = None) -> ml
 
 
 def stage_logger(params, run: mlflow.ActiveRun):
-    """Lightning's MLflow logger writing into the stage's run, with Lightning's own ``epoch``
-    counter renamed ``train/epoch`` so every metric follows ``<split>/<metric>[/<level>]``."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class StageLogger(MLFlowLogger):
-        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-            renamed = {("train/epoch" if k == "epoch" else k): v for k, v in metrics.items()}
-            super().log_metrics(renamed, step)
+    """A :class:`pipelines.stage_logger.StageLogger` writing into the stage's run."""
+    from pipelines.stage_logger import StageLogger
 
     return StageLogger(
         experiment_name=params.mlflow.experiment,

@@ -160,17 +160,6 @@ def start_run(params, stage: str, run_name: str, model: str | None = None) -> ml
     return run
 
 
-def stage_logger(params, run: mlflow.ActiveRun):
-    """A :class:`pipelines.stage_logger.StageLogger` writing into the stage's run."""
-    from pipelines.stage_logger import StageLogger
-
-    return StageLogger(
-        experiment_name=params.mlflow.experiment,
-        tracking_uri=tracking_uri(),
-        run_id=run.info.run_id,
-    )
-
-
 def log_plot(path: str | Path) -> None:
     """Log a DVC plot file as the run's artifact ``plots/<file name>``."""
     mlflow.log_artifact(str(path), artifact_path="plots")

@@ -28,7 +28,8 @@ from models.gnolr.fit import fit_gnolr
 from models.pyfunc import GNOLRPairs, log_pair_model
 from pipelines.outputs import atomic_dir, write_json
 from pipelines.params import load_params
-from pipelines.tracking import log_dataset, stage_logger, start_run
+from pipelines.stage_logger import stage_logger
+from pipelines.tracking import log_dataset, start_run
 
 FEATURES = Path("data/features")
 OUT = Path("data/models/gnolr")

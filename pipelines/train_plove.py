@@ -38,7 +38,8 @@ from models.plove.fit import LoveRows, bucket_codes, exposure_weights, fit_plove
 from models.pyfunc import PLovePairs, log_pair_model
 from pipelines.outputs import atomic_dir, write_csv, write_json
 from pipelines.params import Params, load_params
-from pipelines.tracking import log_dataset, log_plot, split_metrics, stage_logger, start_run
+from pipelines.stage_logger import stage_logger
+from pipelines.tracking import log_dataset, log_plot, split_metrics, start_run
 
 EVENTS = Path("data/ingest/events.parquet")
 FEATURES = Path("data/features")

@@ -38,7 +38,8 @@ from models.relmf.config import RelMFConfig
 from models.relmf.fit import fit_relmf
 from pipelines.outputs import atomic_dir, write_csv, write_json
 from pipelines.params import Params, load_params
-from pipelines.tracking import log_dataset, log_plot, split_metrics, stage_logger, start_run
+from pipelines.stage_logger import stage_logger
+from pipelines.tracking import log_dataset, log_plot, split_metrics, start_run
 from serving.recommend import ranker
 from serving.retrieval import Retriever
 

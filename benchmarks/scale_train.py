@@ -12,7 +12,7 @@ on synthetic rows over ``ids`` users and ``ids`` items (uniform ids, random leve
 
 * ``single dense``: the id tables with dense gradients and AdamW over every parameter (the
   trainer before sparse gradients);
-* ``single sparse``: sparse id-table gradients, SparseAdam + AdamW (:mod:`models.optim`);
+* ``single sparse``: sparse id-table gradients, RowAdam + AdamW (:mod:`models.optim`);
 * ``ddp×2 sparse``: the same under ``strategy: ddp, devices: 2`` (two spawned ranks, gloo; each
   takes half of every global batch of 2048).
 

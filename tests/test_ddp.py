@@ -26,7 +26,7 @@ from models.fitting import _strategy
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.module import GNOLRModule
 from models.gnolr.network import GNOLR
-from models.optim import SparseDenseOptimizer
+from models.optim import RowAdam, SparseDenseOptimizer
 from models.relmf.config import RelMFConfig
 from models.relmf.fit import fit_relmf
 from pipelines.params import Params, ParamsError, load_params
@@ -74,18 +74,44 @@ def test_id_embedding_gradient_is_sparse_and_a_step_moves_only_the_looked_up_row
 
 
 def test_sparse_weight_decay_is_adamw_decay_on_the_looked_up_rows():
-    # SparseAdam's first step moves each looked-up coordinate by lr·sign(g) (m̂/√v̂ = ±1); the
+    # Adam's first step moves each looked-up coordinate by lr·sign(g) (m̂/√v̂ = ±1, up to ε); the
     # decoupled decay then scales the row by (1 − lr·λ).
     torch.manual_seed(0)
     emb = torch.nn.Embedding(4, 2, sparse=True)
     w0 = emb.weight.detach().clone()
     lr, lam = 0.1, 0.5
-    opt = SparseDenseOptimizer(torch.optim.SparseAdam(emb.parameters(), lr=lr), None, lam)
+    opt = SparseDenseOptimizer(RowAdam(emb.parameters(), lr=lr, weight_decay=lam), None)
     emb(torch.tensor([2])).sum().backward()
     opt.step()
     expected = (w0[2] - lr * (1 - 1e-8 / (1 + 1e-8))) * (1 - lr * lam)
     assert torch.allclose(emb.weight[2], expected, atol=1e-6)
     assert torch.equal(emb.weight[[0, 1, 3]], w0[[0, 1, 3]])
+
+
+def test_row_adam_is_sparse_adam_row_for_row():
+    # torch.optim.SparseAdam is the reference: over steps with repeated rows, rows seen once and
+    # rows never seen (lazy moments), both tables must stay equal to float rounding
+    torch.manual_seed(0)
+    ours, ref = torch.nn.Embedding(6, 3, sparse=True), torch.nn.Embedding(6, 3, sparse=True)
+    ref.load_state_dict(ours.state_dict())
+    w0 = ours.weight.detach().clone()
+    opt_ours = RowAdam(ours.parameters(), lr=0.05, betas=(0.8, 0.99))
+    opt_ref = torch.optim.SparseAdam(ref.parameters(), lr=0.05, betas=(0.8, 0.99))
+    target = torch.randn(6, 3)
+    for rows in ([0, 2, 2], [2, 4], [0], [5, 5, 5, 2], [0, 2, 4]):
+        ids = torch.tensor(rows)
+        for emb, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            ((emb(ids) - target[ids]) ** 2).sum().backward()
+            opt.step()
+    assert torch.equal(ours.weight[1], w0[1]) and torch.equal(ours.weight[3], w0[3])  # never seen
+    assert torch.allclose(ours.weight, ref.weight, atol=1e-6, rtol=0)
+    assert torch.allclose(
+        opt_ours.state[ours.weight]["exp_avg_sq"],
+        opt_ref.state[ref.weight]["exp_avg_sq"],
+        atol=1e-7,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("accelerator", ["cpu", "gpu"])

@@ -73,7 +73,8 @@ class GNOLRModule(L.LightningModule):
         if uu.numel() * iu.numel() <= 2 * users.numel():  # dense block, then gather
             cos = torch.einsum("uhd,ihd->uih", ue, ie)[ui, ii]
         else:
-            cos = (ue[ui] * ie[ii]).sum(-1)
+            # index_select, not ue[ui]: its backward is an index_add, where indexing's sorts
+            cos = (ue.index_select(0, ui) * ie.index_select(0, ii)).sum(-1)
         out = cos @ m.weights().T - m.thresholds
         bias = m.item_biases(items)
         return out if bias is None else out + bias
@@ -207,8 +208,8 @@ class GNOLRModule(L.LightningModule):
                 self.log(f"valid/{name}", value, prog_bar=name.endswith("product"))
 
     def configure_optimizers(self):
-        """SparseAdam on the id tables (AdamW's decoupled decay applied to the looked-up rows),
-        AdamW on the rest; the link's own parameters (scales, thresholds) are not decayed."""
+        """RowAdam on the id tables (AdamW's decoupled decay applied to the looked-up rows),
+        fused AdamW on the rest; the link's own parameters (scales, thresholds) are not decayed."""
         link = ("log_gamma", "rho", "a1", "log_gaps")
         cfg = self.cfg
 
@@ -218,6 +219,7 @@ class GNOLRModule(L.LightningModule):
                 {"params": [p for n, p in named if n in link], "weight_decay": 0.0},
             ]
             groups = [g for g in groups if g["params"]]
-            return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            # fused: one kernel for every tensor (on CPU too), +22 % samples/s (results_train_speed)
+            return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
         return sparse_dense(self.model, cfg.lr, dense, sparse_weight_decay=cfg.weight_decay)

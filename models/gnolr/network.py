@@ -278,10 +278,10 @@ class GNOLR(nn.Module):
         """b_i^c of ``items`` (all items when None), shape (n, T); None without item bias."""
         if self.item_bias == "none":
             return None
-        b = self.bias if items is None else self.bias[items]
+        b = self.bias if items is None else self.bias.index_select(0, items)
         if not hasattr(self, "kappa"):
             return b[:, None].expand(-1, self.n_levels)
-        kappa = self.kappa if items is None else self.kappa[:, items]
+        kappa = self.kappa if items is None else self.kappa.index_select(1, items)
         slack = (torch.diff(self.thresholds) - self.head_scales()[1:])[:, None]
         steps = slack - F.softplus(kappa)  # (T−1, n)
         return torch.cumsum(torch.cat([b[None, :], steps]), dim=0).T

@@ -76,3 +76,15 @@ def test_the_plove_evaluator_run_twice_writes_the_same_bytes(in_pipeline: Path):
     assert summary["support"]["validation_low_propensity"]["n"] > 0
     assert set(summary["ope"]["switch_dr_lambda"]) == set(share)
     assert "spearman" in summary["ope"]["switch_dr"]["all"]
+
+
+def test_a_gnolr_fit_run_twice_ends_with_the_same_weights():
+    # docs/results.md: a forced re-run of train_gnolr gives bit-identical embeddings. The fit is
+    # seeded, and every op of a step (RowAdam's row writes, fused AdamW, the index_select
+    # gathers and their index_add backward) is deterministic on CPU
+    from models.fitting import weights_digest
+    from tests.ddp_worker import fit
+
+    first, second = fit("single", 1, 1, max_epochs=2), fit("single", 1, 1, max_epochs=2)
+    assert weights_digest(first.model) == weights_digest(second.model)
+    assert first.info["best_valid"] == second.info["best_valid"]

@@ -219,7 +219,7 @@ class GNOLRModule(L.LightningModule):
                 {"params": [p for n, p in named if n in link], "weight_decay": 0.0},
             ]
             groups = [g for g in groups if g["params"]]
-            # fused: one kernel for every tensor (on CPU too), +22 % samples/s (results_train_speed)
+            # fused: one kernel for all tensors, on CPU too (benchmarks/results_train_speed_cpu.txt)
             return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
         return sparse_dense(self.model, cfg.lr, dense, sparse_weight_decay=cfg.weight_decay)

@@ -75,8 +75,8 @@ class PLoveModule(L.LightningModule):
                 self.log(f"valid/{name}", value, prog_bar=True)
 
     def configure_optimizers(self):
-        """RowAdam (models.optim) on the user and item tables (their L2 is the loss's ``l2`` term on the
-        batch's rows), Adam on the rest."""
+        """RowAdam (models.optim) on the user and item tables (their L2 is the loss's ``l2``
+        term on the batch's rows), Adam on the rest."""
         return sparse_dense(
             self.model,
             self.cfg.lr,

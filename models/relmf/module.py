@@ -93,8 +93,9 @@ class RelMFModule(L.LightningModule):
             self.log(f"valid/{name}", float(np.nan_to_num(value, nan=0.0)), prog_bar=True)
 
     def configure_optimizers(self):
-        """RowAdam (models.optim) on the user tables (their L2 ``weight_decay`` is a loss term on the block's
-        rows, see ``training_step``), Adam with ``weight_decay`` on the item tables and bias."""
+        """RowAdam (models.optim) on the user tables (their L2 ``weight_decay`` is a loss term on
+        the block's rows, see ``training_step``), Adam with ``weight_decay`` on the item tables and
+        bias."""
         cfg = self.cfg
         return sparse_dense(
             self.model,

@@ -56,18 +56,23 @@ def test_non_finite_numbers_are_refused_before_anything_is_written(tmp_path):
     assert list(read_records(tmp_path)) == []
 
 
-def _writer(directory: str, worker: int, n_batches: int) -> None:
+def _writer(directory: str, worker: int, n_batches: int, go) -> None:
     log = FeedbackLog(directory)
     pad = "x" * 3000  # batches of ~15 kB: far above PIPE_BUF, so only the lock keeps them whole
+    go.wait(60)  # every writer starts once all are ready, so that their appends overlap
     for b in range(n_batches):
         log.append([{"w": worker, "b": b, "i": i, "pad": pad} for i in range(5)], when=NOON)
 
 
 def test_concurrent_processes_never_interleave_records(tmp_path):
     n_workers, n_batches = 4, 60
-    ctx = mp.get_context("fork")
+    # spawned, not forked: a child forked from pytest inherits its thread pools mid-state (a DDP
+    # rank forked that way aborted CI with "malloc(): unaligned tcache chunk detected")
+    ctx = mp.get_context("spawn")
+    go = ctx.Barrier(n_workers)
     procs = [
-        ctx.Process(target=_writer, args=(str(tmp_path), w, n_batches)) for w in range(n_workers)
+        ctx.Process(target=_writer, args=(str(tmp_path), w, n_batches, go))
+        for w in range(n_workers)
     ]
     for p in procs:
         p.start()

@@ -109,7 +109,7 @@ def run_ms(args, params: Params) -> dict:
     members = inner_members(args.blend or [], chosen, protocol, args.seeds, inner)
     for name in args.models:  # equal-weight ensembles of the refits over seeds: nothing to choose
         if len(fitted[name]) > 1:
-            model = final_member(fitted[name], protocol.final().train)
+            model = seed_ensemble(fitted[name], protocol.final().train)
             scores = protocol.score(model, protocol.final())
             valid = None  # the seed ensemble's own validation score, where its inner fits exist
             if name in members:
@@ -166,11 +166,11 @@ def inner_members(
             settings = {**chosen[name], "seed": seed} if name not in UNSEEDED else chosen[name]
             model = candidate.build(settings, tuning)
             fits.append(model.fit(tuning.train))  # epochs fixed: no validation needed
-        out[name] = Ensemble(fits).fit(tuning.train) if len(fits) > 1 else fits[0]
+        out[name] = seed_ensemble(fits, tuning.train)
     return out
 
 
-def final_member(models: list[Recommender], train) -> Recommender:
+def seed_ensemble(models: list[Recommender], train) -> Recommender:
     """One model, or the equal-weight z-score ensemble of its refits over seeds."""
     return Ensemble(models).fit(train) if len(models) > 1 else models[0]
 
@@ -193,7 +193,7 @@ def ms_blend(
         [inner[n] for n in names], tuning.train, tuning.validation, metric, step, normalisations
     )
     train = protocol.final().train
-    members = [final_member(fitted[n], train) for n in names]
+    members = [seed_ensemble(fitted[n], train) for n in names]
     model = Ensemble(members, best_w, how).fit(train)
     scores = protocol.score(model, protocol.final())
     weights = dict(zip(names, [round(float(x), 3) for x in best_w], strict=True))

@@ -35,6 +35,14 @@ def rows_l2(*rows: torch.Tensor) -> torch.Tensor:
     return 0.5 * sum(r.pow(2).sum() for r in rows)
 
 
+def _closure_loss(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
+    """The loss of ``closure`` (re-evaluated with gradients on, as ``Optimizer.step`` does)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class RowAdam(torch.optim.Optimizer):
     """``torch.optim.SparseAdam``'s update of the rows a sparse gradient holds, then AdamW's
     decoupled decay of those rows.
@@ -65,10 +73,7 @@ class RowAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             for p in group["params"]:
@@ -132,10 +137,7 @@ class SparseDenseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for o in self.optimizers:
             o.step()
         return loss

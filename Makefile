@@ -22,8 +22,10 @@ install: $(VENV)/.installed  ## create the virtual environment and install pinne
 run: install  ## run the whole pipeline on the configured source (default: synthetic)
 	dvc repro
 
-test: install  ## run the test suite (one BLAS/OpenMP thread per process: tests start servers and stages beside pytest)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
+TEST_WORKERS ?= 2
+
+test: install  ## run the test suite on TEST_WORKERS processes (one BLAS/OpenMP thread each: tests start servers and stages beside pytest)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 TOKEN_FILE ?= .api_token
 

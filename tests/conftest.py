@@ -124,3 +124,14 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
 def stages_run(output: str) -> list[str]:
     """The stages ``dvc repro`` says it ran."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with a ``slow`` test run first (the order is otherwise kept).
+
+    ``make test`` runs the suite on two processes (``-n 2 --dist loadfile``: a module stays on one
+    process, so its module-scoped servers start once); starting the few long pipeline runs first
+    keeps one process from finishing its share long before the other.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

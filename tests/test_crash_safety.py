@@ -208,6 +208,7 @@ KILLED_STAGE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~40 s: a real stage, killed and run again
 def test_a_stage_killed_while_writing_leaves_its_previous_output(tmp_path):
     """`python -m pipelines.ingest`, SIGKILLed with its new output fully written but not swapped in:
     the previous events stay, and the next run replaces them and leaves no stray directory."""

@@ -28,6 +28,7 @@ def repo(tmp_path_factory):
     return repo, dvc_repo(repo, params)
 
 
+@pytest.mark.slow  # ~5 min on the 2-core box: three `dvc repro` runs
 def test_repro_runs_everything_then_nothing_then_only_what_a_parameter_touches(repo):
     repo, env = repo
     dvc = [sys.executable, "-m", "dvc"]

@@ -56,6 +56,7 @@ def source_params(kind: str, directory: Path, wheels: Path) -> dict:
     return {"source": source, "contract": contract, **SMALL_MODELS}
 
 
+@pytest.mark.slow  # ~3 min each on the 2-core box: a whole `dvc repro`
 @pytest.mark.parametrize("kind", ["movielens-100k", "obd", "csv"])
 def test_repro_completes_on_a_log_without_reactions_and_serves(kind, tmp_path, wheel_cache):
     env = dvc_repo(tmp_path, source_params(kind, tmp_path, wheel_cache))

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -127,11 +128,11 @@ def stages_run(output: str) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules with a ``slow`` test run first (the order is otherwise kept).
+    """Modules with the most ``slow`` tests run first (the order is otherwise kept).
 
     ``make test`` runs the suite on two processes (``-n 2 --dist loadfile``: a module stays on one
-    process, so its module-scoped servers start once); starting the few long pipeline runs first
-    keeps one process from finishing its share long before the other.
+    process, so its module-scoped servers start once). Each process takes the next module as it
+    frees up, so the few long pipeline modules must start first, not be left for last.
     """
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 
 def _check_alpha(alpha: float) -> None:
@@ -56,8 +56,8 @@ def clopper_pearson(events: float, n: float, alpha: float = 0.05) -> tuple[float
     if not (math.isfinite(events) and 0 <= events <= n):
         raise ValueError(f"events must lie in [0, n], got {events!r}")
     _check_alpha(alpha)
-    lower = 0.0 if events == 0 else float(stats.beta.ppf(alpha / 2, events, n - events + 1))
-    upper = 1.0 if events == n else float(stats.beta.ppf(1 - alpha / 2, events + 1, n - events))
+    lower = 0.0 if events == 0 else float(special.betaincinv(events, n - events + 1, alpha / 2))
+    upper = 1.0 if events == n else float(special.betaincinv(events + 1, n - events, 1 - alpha / 2))
     return lower, upper
 
 

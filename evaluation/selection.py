@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
+from scipy import special
 
 from evaluation.bootstrap import Interval, grouped_replicates, mean_interval, percentile_interval
 from evaluation.metrics import auc
@@ -108,5 +108,5 @@ def over_seeds(values: Sequence[float]) -> dict:
     mean = float(v.mean())
     if n < 2:
         return {"mean": mean, "lower": math.nan, "upper": math.nan, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
+    half = float(special.stdtrit(n - 1, 0.975)) * float(v.std(ddof=1)) / math.sqrt(n)
     return {"mean": mean, "lower": mean - half, "upper": mean + half, "n": n}

@@ -69,9 +69,8 @@ from features.seen import SeenItems
 from features.sources.obd import OBDConfig, logged_rounds
 from features.sources.synthetic import SyntheticConfig, make_world
 from models.data import Pairs
-from models.relmf.config import RelMFConfig
+from models.relmf.config import RelMFConfig, RelMFLoss
 from models.relmf.fit import fit_relmf
-from models.relmf.loss import RelMFLoss
 from models.relmf.network import MFEmbeddings
 from pipelines.outputs import atomic_file, write_json
 from serving.recommend import ranker

@@ -19,8 +19,9 @@ import mlflow
 from pipelines.outputs import atomic_dir
 from pipelines.params import Params, load_params
 from pipelines.tracking import split_metrics, start_run
-from serving.batch import BatchConfig, batch_recommend
+from serving.batch import batch_recommend
 from serving.bundle import load_bundle
+from serving.config import BatchConfig
 
 BUNDLE = Path("data/serving")
 OUT = Path("data/batch")

@@ -24,7 +24,7 @@ from models.gnolr.config import GNOLRConfig
 from models.plove.config import PLoveConfig
 from models.relmf.config import RelMFConfig
 from models.scale_config import TrainScaleConfig
-from serving.batch import BatchConfig
+from serving.config import BatchConfig
 from serving.index import IndexConfig
 
 

@@ -9,11 +9,9 @@ level's logit ``l_T = γ_T·s_T − a_T``, or −rank for the fallback, as ``/re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import Col
 from serving.bundle import Bundle
@@ -26,19 +24,6 @@ SCHEMA = {
     "score": pl.Float64,
     "model_version": pl.String,
 }
-
-
-class BatchConfig(BaseModel):
-    """``params.yaml: batch``: how many items per user, seen-item filtering and which users."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    k: int = Field(20, ge=1, le=1000, description="items per user")
-    exclude_seen: bool = Field(True, description="drop the user's training positives")
-    users: Literal["all"] | list[str] = Field(
-        "all", description="'all' (every user in the bundle) or a list of external user ids"
-    )
-    batch_size: int = Field(4096, ge=1, description="users per retrieval call")
 
 
 def _table(users: np.ndarray, ids: np.ndarray, scores: np.ndarray, bundle: Bundle) -> pl.DataFrame:

@@ -136,7 +136,7 @@ def test_bce_heads_need_no_ordering_so_gamma_is_not_checked():
 
 def test_ips_level_loss_naive_log_equals_multitask_bce_and_clipping_reweights():
     from models.gnolr.loss import ips_level_loss
-    from models.relmf.loss import RelMFLoss
+    from models.relmf.config import RelMFLoss
 
     logits = torch.tensor([[0.5, -1.0], [1.0, 0.0], [-0.3, -2.0]], dtype=torch.float64)
     level = torch.tensor([1, 2, 0])

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 from evaluation.validation import IPSDCG
 from features.propensity import propensity_histogram, propensity_report
 from models.data import Pairs
-from models.relmf.config import RelMFConfig
+from models.relmf.config import RelMFConfig, RelMFLoss
 from models.relmf.fit import check_propensity, csr_from_pairs, fit_relmf
-from models.relmf.loss import RelMFLoss, ideal_loss, local_losses
+from models.relmf.loss import ideal_loss, local_losses, pointwise, relmf_loss, weights
 from models.relmf.network import MFEmbeddings
 from serving.retrieval import Retriever
 
@@ -24,7 +24,7 @@ THETA = torch.tensor([0.5, 0.2, 0.05], dtype=torch.float64)
 
 
 def loss_of(**kwargs) -> float:
-    return RelMFLoss(**kwargs)(P, Y, THETA, from_logits=False).item()
+    return relmf_loss(RelMFLoss(**kwargs), P, Y, THETA, from_logits=False).item()
 
 
 def test_naive_squared_loss_treats_unclicked_as_irrelevant():
@@ -34,7 +34,7 @@ def test_naive_squared_loss_treats_unclicked_as_irrelevant():
 
 def test_ips_squared_loss_has_a_negative_weight_on_delta0_for_positives():
     # w = Y/θ = [2, 0, 20]: ℓ3 = 20·0.04 + (1 − 20)·0.64 = −11.36 < 0
-    per_pair = RelMFLoss(estimator="ips").pointwise(P, Y, THETA, from_logits=False)
+    per_pair = pointwise(RelMFLoss(estimator="ips"), P, Y, THETA, from_logits=False)
     np.testing.assert_allclose(per_pair.numpy(), [0.25, 0.0625, -11.36], rtol=1e-12)
     assert loss_of(estimator="ips") == pytest.approx((0.25 + 0.0625 - 11.36) / 3)
 
@@ -58,7 +58,7 @@ def test_log_loss_matches_hand_computation():
     d1 = [math.log(2), -math.log(0.75), -math.log(0.8)]
     d0 = [math.log(2), -math.log(0.75), -math.log(0.2)]
     expected = [2 * d1[0] - d0[0], d0[1], 20 * d1[2] - 19 * d0[2]]  # ℓ3 ≈ −26.1165
-    got = RelMFLoss(estimator="ips", local_loss="log").pointwise(P, Y, THETA, from_logits=False)
+    got = pointwise(RelMFLoss(estimator="ips", local_loss="log"), P, Y, THETA, from_logits=False)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9)
     assert expected[2] == pytest.approx(-26.11645, abs=1e-4)
 
@@ -66,19 +66,19 @@ def test_log_loss_matches_hand_computation():
 def test_log_loss_is_unbounded_below_for_a_positive_unless_non_negative():
     logits = torch.tensor([5.0, 20.0, 40.0], dtype=torch.float64)  # R̂ → 1
     y, theta = torch.ones(3, dtype=torch.float64), torch.full((3,), 0.1, dtype=torch.float64)
-    raw = RelMFLoss(estimator="ips", local_loss="log").pointwise(logits, y, theta)
+    raw = pointwise(RelMFLoss(estimator="ips", local_loss="log"), logits, y, theta)
     assert raw[2] < raw[1] < raw[0] < 0  # −(w − 1)·z: keeps falling as z grows
     assert raw[2].item() == pytest.approx(-9 * 40.0, rel=1e-6)
     bounded = RelMFLoss(estimator="ips", local_loss="log", non_negative=True)
-    assert torch.all(bounded.pointwise(logits, y, theta) == 0)
+    assert torch.all(pointwise(bounded, logits, y, theta) == 0)
 
 
 def test_logits_and_probabilities_give_the_same_loss():
     logits = torch.log(P / (1 - P))
     for local in ("squared", "log"):
         loss = RelMFLoss(estimator="clipped", clip=0.1, local_loss=local)
-        assert loss(logits, Y, THETA).item() == pytest.approx(
-            loss(P, Y, THETA, from_logits=False).item(), rel=1e-9
+        assert relmf_loss(loss, logits, Y, THETA).item() == pytest.approx(
+            relmf_loss(loss, P, Y, THETA, from_logits=False).item(), rel=1e-9
         )
 
 
@@ -86,7 +86,9 @@ def test_sample_weights_give_a_weighted_mean():
     loss = RelMFLoss(estimator="naive")
     c = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
     expected = (0.25 + 2 * 0.0625 + 0.04) / 4
-    assert loss(P, Y, THETA, from_logits=False, sample_weight=c).item() == pytest.approx(expected)
+    assert relmf_loss(
+        loss, P, Y, THETA, from_logits=False, sample_weight=c
+    ).item() == pytest.approx(expected)
 
 
 def test_ips_loss_is_unbiased_for_the_ideal_loss_with_true_propensities():
@@ -106,7 +108,7 @@ def test_ips_loss_is_unbiased_for_the_ideal_loss_with_true_propensities():
         ideal = ideal_loss(logits, gamma, local).item()
         rows = logits.expand(n_draws, -1)
         for estimator, biased in (("ips", False), ("naive", True)):
-            per_draw = RelMFLoss(estimator=estimator, local_loss=local).pointwise(rows, y, theta)
+            per_draw = pointwise(RelMFLoss(estimator=estimator, local_loss=local), rows, y, theta)
             draws = per_draw.mean(dim=1)
             se = draws.std().item() / math.sqrt(n_draws)
             gap = abs(draws.mean().item() - ideal)
@@ -135,11 +137,13 @@ def test_bad_loss_parameters_fail_at_construction(kwargs):
 
 def test_bad_propensities_fail_with_a_clear_error():
     with pytest.raises(ValueError, match=r"propensities must lie in \(0, 1\]"):
-        RelMFLoss(estimator="ips")(P, Y, torch.tensor([0.5, 0.0, 0.1], dtype=torch.float64))
+        relmf_loss(
+            RelMFLoss(estimator="ips"), P, Y, torch.tensor([0.5, 0.0, 0.1], dtype=torch.float64)
+        )
     with pytest.raises(ValueError, match="needs propensities"):
-        RelMFLoss(estimator="clipped")(P, Y, None)
+        relmf_loss(RelMFLoss(estimator="clipped"), P, Y, None)
     with pytest.raises(ValueError, match="must match"):
-        RelMFLoss(estimator="naive")(P, Y[:2])
+        relmf_loss(RelMFLoss(estimator="naive"), P, Y[:2])
     with pytest.raises(ValueError, match="unknown local loss"):
         local_losses(P, "hinge")  # type: ignore[arg-type]
 
@@ -182,9 +186,9 @@ def test_ideal_loss_defaults_to_squared_on_logits():
 def test_weights_of_each_estimator_and_the_defaults():
     y = torch.tensor([1, 1, 1, 0])
     theta = torch.tensor([0.05, 0.1, 1.0, 0.5], dtype=torch.float64)
-    naive = RelMFLoss(estimator="naive").weights(y, None)
+    naive = weights(RelMFLoss(estimator="naive"), y, None)
     assert naive.dtype == torch.get_default_dtype() and naive.tolist() == [1, 1, 1, 0]
-    ips = RelMFLoss(estimator="ips").weights(y.double(), theta)
+    ips = weights(RelMFLoss(estimator="ips"), y.double(), theta)
     assert ips.dtype == torch.float64
     np.testing.assert_allclose(ips.numpy(), [20, 10, 1, 0], rtol=1e-12)
     # Defaults: clipped at M = 0.1 (θ = M exactly stays), squared local loss, signed.
@@ -195,32 +199,36 @@ def test_weights_of_each_estimator_and_the_defaults():
         "squared",
         False,
     )
-    np.testing.assert_allclose(default.weights(y.double(), theta).numpy(), [10, 10, 1, 0])
-    np.testing.assert_allclose(RelMFLoss(clip=0.5).weights(y.double(), theta).numpy(), [2, 2, 1, 0])
+    np.testing.assert_allclose(weights(default, y.double(), theta).numpy(), [10, 10, 1, 0])
+    np.testing.assert_allclose(
+        weights(RelMFLoss(clip=0.5), y.double(), theta).numpy(), [2, 2, 1, 0]
+    )
     # w comes in y's dtype whatever θ's.
-    w32 = RelMFLoss(estimator="ips").weights(
-        torch.ones(1), torch.tensor([0.3], dtype=torch.float64)
+    w32 = weights(
+        RelMFLoss(estimator="ips"), torch.ones(1), torch.tensor([0.3], dtype=torch.float64)
     )
     assert w32.dtype == torch.float32
     for estimator in ("ips", "clipped"):
         with pytest.raises(ValueError, match=f"^the {estimator} estimator needs propensities$"):
-            RelMFLoss(estimator=estimator).weights(y, None)
+            weights(RelMFLoss(estimator=estimator), y, None)
     bad = torch.tensor([0.0, 1.5, -0.1, 2.0, 0.5], dtype=torch.float64)
     with pytest.raises(
         ValueError, match=r"^propensities must lie in \(0, 1\], found \[0.0, 1.5, -0.1\]$"
     ):
-        RelMFLoss(estimator="ips").weights(torch.ones(5, dtype=torch.float64), bad)
+        weights(RelMFLoss(estimator="ips"), torch.ones(5, dtype=torch.float64), bad)
     with pytest.raises(ValueError, match=r"found \[1.25\]$"):
-        RelMFLoss().weights(torch.ones(2), torch.tensor([1.0, 1.25]))
+        weights(RelMFLoss(), torch.ones(2), torch.tensor([1.0, 1.25]))
 
 
 def test_loss_call_checks_shapes_and_defaults_to_logits():
     with pytest.raises(ValueError, match=r"^pred \(3,\) and y \(2,\) must match$"):
-        RelMFLoss(estimator="naive")(P, Y[:2])
+        relmf_loss(RelMFLoss(estimator="naive"), P, Y[:2])
     logits = torch.log(P / (1 - P))
     naive = RelMFLoss(estimator="naive")
-    assert naive(logits, Y).item() == pytest.approx((0.25 + 0.0625 + 0.04) / 3, rel=1e-9)
-    assert naive(logits, Y, sample_weight=torch.ones(3)).item() == pytest.approx(
+    assert relmf_loss(naive, logits, Y).item() == pytest.approx(
+        (0.25 + 0.0625 + 0.04) / 3, rel=1e-9
+    )
+    assert relmf_loss(naive, logits, Y, sample_weight=torch.ones(3)).item() == pytest.approx(
         (0.25 + 0.0625 + 0.04) / 3, rel=1e-9
     )
     # float32 weights are summed in the loss's float64, not in float32.
@@ -228,9 +236,11 @@ def test_loss_call_checks_shapes_and_defaults_to_logits():
     pred = torch.randn(2000, generator=gen, dtype=torch.float64)
     y = (torch.rand(2000, generator=gen) < 0.3).double()
     c = torch.rand(2000, generator=gen, dtype=torch.float32)
-    per_pair = naive.pointwise(pred, y)
+    per_pair = pointwise(naive, pred, y)
     expected = (c.double() * per_pair).sum() / c.double().sum()
-    assert naive(pred, y, sample_weight=c).item() == pytest.approx(expected.item(), rel=1e-13)
+    assert relmf_loss(naive, pred, y, sample_weight=c).item() == pytest.approx(
+        expected.item(), rel=1e-13
+    )
 
 
 def test_config_errors_name_the_key():

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.relmf.loss import RelMFLoss
+from models.relmf.config import RelMFLoss
 
 
 class GNOLRConfig(BaseModel):

@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.relmf.config import RelMFLoss
+from models.relmf.loss import relmf_loss
+
 
 def subtask_nll(logits: torch.Tensor, level: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-sample negative log-likelihoods of every sub-task, shape (B, T).
@@ -78,14 +81,15 @@ def listwise_loss(
 
 
 def ips_level_loss(
-    logits: torch.Tensor, level: torch.Tensor, propensity: torch.Tensor, loss
+    logits: torch.Tensor, level: torch.Tensor, propensity: torch.Tensor, loss: RelMFLoss
 ) -> torch.Tensor:
-    """Σ_c of a Rel-MF loss (``models.relmf.loss.RelMFLoss``) on σ(l_c) against 1{level ≥ c}.
+    """Σ_c of a Rel-MF loss (``models.relmf.loss.relmf_loss``) on σ(l_c) against 1{level ≥ c}.
 
     Each level's head is trained as an exposure-debiased classifier with the row's propensity θ.
     """
     reached = level.unsqueeze(1) >= torch.arange(1, logits.shape[1] + 1, device=logits.device)
     theta = propensity.to(logits.dtype)
     return sum(
-        loss(logits[:, c], reached[:, c].to(logits.dtype), theta) for c in range(logits.shape[1])
+        relmf_loss(loss, logits[:, c], reached[:, c].to(logits.dtype), theta)
+        for c in range(logits.shape[1])
     )

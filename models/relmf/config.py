@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from typing import Literal
 
-from models.relmf.loss import RelMFLoss
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Estimator = Literal["naive", "ips", "clipped"]
+LocalLoss = Literal["squared", "log"]
+
+
+class RelMFLoss(BaseModel):
+    """One configurable Rel-MF loss: naive, IPS or clipped IPS, squared or log local loss.
+
+    Per pair: ``ℓ = w δ1(R̂) + (1 − w) δ0(R̂)`` with ``w = Y`` (naive), ``Y/θ`` (ips) or
+    ``Y/max(θ, M)`` (clipped); the loss is the (optionally weighted) mean of ℓ over the pairs.
+
+    For Y = 1 and an effective propensity below 1 the weight ``1 − w`` on δ0 is negative, so with the
+    log loss ℓ → −∞ as R̂ → 1 and the empirical objective is unbounded below. ``non_negative``
+    bounds every per-pair loss from below: ``ℓ⁺ = max(ℓ, 0)`` (the ideal per-pair loss is never
+    negative). The squared loss is bounded anyway (ℓ ≥ 1 − w), hence the default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    estimator: Estimator = Field("clipped", description="naive | ips | clipped")
+    clip: float = Field(
+        0.1, description="M ∈ (0, 1]: propensities below M count as M (clipped only)"
+    )
+    local_loss: LocalLoss = Field("squared", description="squared | log (needs care: see above)")
+    non_negative: bool = Field(False, description="bound each per-pair loss below by 0")
+
+    @field_validator("clip")
+    @classmethod
+    def _clip_in_unit_interval(cls, value: float) -> float:
+        if not math.isfinite(value) or not 0 < value <= 1:
+            raise ValueError(f"clip M must lie in (0, 1], got {value}")
+        return value
 
 
 class RelMFConfig(BaseModel):

@@ -10,8 +10,7 @@ import torch
 
 from models.data import Pairs, TensorBatches
 from models.fitting import Strategy, seed_everything, train
-from models.relmf.config import RelMFConfig
-from models.relmf.loss import RelMFLoss
+from models.relmf.config import RelMFConfig, RelMFLoss
 from models.relmf.module import RankingValidation, RelMFModule
 from models.relmf.network import MatrixFactorization, MFEmbeddings
 

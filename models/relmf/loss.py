@@ -20,15 +20,10 @@ Feedback", WSDM 2020 (arXiv 1909.03601).
 
 from __future__ import annotations
 
-import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Estimator = Literal["naive", "ips", "clipped"]
-LocalLoss = Literal["squared", "log"]
+from models.relmf.config import LocalLoss, RelMFLoss
 
 
 def local_losses(
@@ -62,78 +57,52 @@ def ideal_loss(
     return torch.mean(relevance * d1 + (1 - relevance) * d0)
 
 
-class RelMFLoss(BaseModel):
-    """One configurable Rel-MF loss: naive, IPS or clipped IPS, squared or log local loss.
+def weights(loss: RelMFLoss, y: torch.Tensor, propensity: torch.Tensor | None) -> torch.Tensor:
+    """w, the weight on δ1: Y, Y/θ or Y/max(θ, M), shaped like ``y``.
 
-    Per pair: ``ℓ = w δ1(R̂) + (1 − w) δ0(R̂)`` with ``w = Y`` (naive), ``Y/θ`` (ips) or
-    ``Y/max(θ, M)`` (clipped); the loss is the (optionally weighted) mean of ℓ over the pairs.
-
-    For Y = 1 and an effective propensity below 1 the weight ``1 − w`` on δ0 is negative, so with the
-    log loss ℓ → −∞ as R̂ → 1 and the empirical objective is unbounded below. ``non_negative``
-    bounds every per-pair loss from below: ``ℓ⁺ = max(ℓ, 0)`` (the ideal per-pair loss is never
-    negative). The squared loss is bounded anyway (ℓ ≥ 1 − w), hence the default.
+    ``propensity`` (θ, broadcastable to ``y``) must lie in (0, 1]; the naive estimator ignores it.
     """
+    y = y.to(torch.get_default_dtype() if not y.is_floating_point() else y.dtype)
+    if loss.estimator == "naive":
+        return y
+    if propensity is None:
+        raise ValueError(f"the {loss.estimator} estimator needs propensities")
+    theta = propensity.to(y.dtype)
+    if not bool(torch.all((theta > 0) & (theta <= 1))):
+        bad = theta[~((theta > 0) & (theta <= 1))].flatten()[:3].tolist()
+        raise ValueError(f"propensities must lie in (0, 1], found {bad}")
+    if loss.estimator == "clipped":
+        theta = theta.clamp(min=loss.clip)
+    return y / theta
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    estimator: Estimator = Field("clipped", description="naive | ips | clipped")
-    clip: float = Field(
-        0.1, description="M ∈ (0, 1]: propensities below M count as M (clipped only)"
-    )
-    local_loss: LocalLoss = Field("squared", description="squared | log (needs care: see above)")
-    non_negative: bool = Field(False, description="bound each per-pair loss below by 0")
+def pointwise(
+    loss: RelMFLoss,
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    propensity: torch.Tensor | None = None,
+    from_logits: bool = True,
+) -> torch.Tensor:
+    """ℓ (or ℓ⁺ when ``non_negative``) of every pair, shaped like ``pred``."""
+    w = weights(loss, y, propensity).to(pred.dtype)
+    d1, d0 = local_losses(pred, loss.local_loss, from_logits)
+    per_pair = w * d1 + (1 - w) * d0
+    return per_pair.clamp(min=0.0) if loss.non_negative else per_pair
 
-    @field_validator("clip")
-    @classmethod
-    def _clip_in_unit_interval(cls, value: float) -> float:
-        if not math.isfinite(value) or not 0 < value <= 1:
-            raise ValueError(f"clip M must lie in (0, 1], got {value}")
-        return value
 
-    def weights(self, y: torch.Tensor, propensity: torch.Tensor | None) -> torch.Tensor:
-        """w, the weight on δ1: Y, Y/θ or Y/max(θ, M), shaped like ``y``.
-
-        ``propensity`` (θ, broadcastable to ``y``) must lie in (0, 1]; the naive estimator ignores it.
-        """
-        y = y.to(torch.get_default_dtype() if not y.is_floating_point() else y.dtype)
-        if self.estimator == "naive":
-            return y
-        if propensity is None:
-            raise ValueError(f"the {self.estimator} estimator needs propensities")
-        theta = propensity.to(y.dtype)
-        if not bool(torch.all((theta > 0) & (theta <= 1))):
-            bad = theta[~((theta > 0) & (theta <= 1))].flatten()[:3].tolist()
-            raise ValueError(f"propensities must lie in (0, 1], found {bad}")
-        if self.estimator == "clipped":
-            theta = theta.clamp(min=self.clip)
-        return y / theta
-
-    def pointwise(
-        self,
-        pred: torch.Tensor,
-        y: torch.Tensor,
-        propensity: torch.Tensor | None = None,
-        from_logits: bool = True,
-    ) -> torch.Tensor:
-        """ℓ (or ℓ⁺ when ``non_negative``) of every pair, shaped like ``pred``."""
-        w = self.weights(y, propensity).to(pred.dtype)
-        d1, d0 = local_losses(pred, self.local_loss, from_logits)
-        loss = w * d1 + (1 - w) * d0
-        return loss.clamp(min=0.0) if self.non_negative else loss
-
-    def __call__(
-        self,
-        pred: torch.Tensor,
-        y: torch.Tensor,
-        propensity: torch.Tensor | None = None,
-        from_logits: bool = True,
-        sample_weight: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean per-pair loss; with ``sample_weight`` c, ``Σ c ℓ / Σ c`` (e.g. sampled negatives)."""
-        if pred.shape != y.shape:
-            raise ValueError(f"pred {tuple(pred.shape)} and y {tuple(y.shape)} must match")
-        loss = self.pointwise(pred, y, propensity, from_logits)
-        if sample_weight is None:
-            return loss.mean()
-        c = sample_weight.to(loss.dtype)
-        return (c * loss).sum() / c.sum()
+def relmf_loss(
+    loss: RelMFLoss,
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    propensity: torch.Tensor | None = None,
+    from_logits: bool = True,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean per-pair loss; with ``sample_weight`` c, ``Σ c ℓ / Σ c`` (e.g. sampled negatives)."""
+    if pred.shape != y.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and y {tuple(y.shape)} must match")
+    per_pair = pointwise(loss, pred, y, propensity, from_logits)
+    if sample_weight is None:
+        return per_pair.mean()
+    c = sample_weight.to(per_pair.dtype)
+    return (c * per_pair).sum() / c.sum()

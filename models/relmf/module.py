@@ -10,6 +10,7 @@ import torch
 
 from models.optim import rows_l2, sparse_dense
 from models.relmf.config import RelMFConfig
+from models.relmf.loss import relmf_loss
 from models.relmf.network import MatrixFactorization
 
 # (validation users (U,), their top-k items (U, k), training positives excluded) -> metrics named
@@ -65,7 +66,7 @@ class RelMFModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (users,) = batch
         logits = self.model.score_users(users)
-        loss = self.loss(logits, self.targets(users), self.propensity_rows(users))
+        loss = relmf_loss(self.loss, logits, self.targets(users), self.propensity_rows(users))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         if self.cfg.weight_decay > 0:  # Adam's coupled L2 on the block's (sparse) user rows
             m = self.model

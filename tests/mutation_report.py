@@ -36,14 +36,14 @@ EQUIVALENT: dict[str, str] = {
     "models.gnolr.loss.x_ips_level_loss__mutmut_14": "`arange(1, T + 2)` adds a threshold "
     "column T + 1 that is never read (only `reached[:, c]` for c < T is used)",
     "models.gnolr.loss.x_ips_level_loss__mutmut_16": "`propensity.to(None)` keeps θ's dtype, "
-    "but `RelMFLoss.weights` casts θ to the labels' dtype before using it",
+    "but `models.relmf.loss.weights` casts θ to the labels' dtype before using it",
     "models.gnolr.loss.x_listwise_loss__mutmut_6": "the accumulator takes level 2's dtype "
     "instead of level 1's: all levels' vectors come from one network with one dtype",
     "models.gnolr.loss.x_listwise_loss__mutmut_26": "`continue` → `break` on a level no row "
     "reached: `level ≥ c` only shrinks as c grows, so no later level has rows either",
     "evaluation.estimators.xǁInverseProbabilityWeightingǁ_weighted__mutmut_42": "`open_zero=None` "
     "is falsy, the same as `False`",
-    "models.relmf.loss.xǁRelMFLossǁpointwise__mutmut_3": "without `.to(pred.dtype)`, `w * δ1` "
+    "models.relmf.loss.x_pointwise__mutmut_3": "without `.to(pred.dtype)`, `w * δ1` "
     "still promotes w to the prediction's dtype, and the float32 → float64 cast is exact",
     "models.plove.calibration.x_log_loss__mutmut_16": _LABELS,
     "models.plove.calibration.x_log_loss__mutmut_18": _LABELS,

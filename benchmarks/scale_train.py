@@ -6,7 +6,7 @@ Run from the repository root (``make bench-scale`` runs it after ``scale_data.py
     .venv/bin/python benchmarks/scale_train.py --ids 100000 --rows 200000
 
 Every row of the table is one fresh child process training the default GNOLR architecture
-(params.yaml ``gnolr``: mlp towers, 64-wide id embeddings, heads 128-64-32, batch 2048, 3 levels)
+(params.yaml ``gnolr``: mlp towers, 64-wide id embeddings, heads 128-64-32, its batch, 3 levels)
 for one epoch, without validation, through :func:`models.fitting.train` — the stages' own loop —
 on synthetic rows over ``ids`` users and ``ids`` items (uniform ids, random levels: speed only):
 
@@ -14,7 +14,7 @@ on synthetic rows over ``ids`` users and ``ids`` items (uniform ids, random leve
   trainer before sparse gradients);
 * ``single sparse``: sparse id-table gradients, RowAdam + AdamW (:mod:`models.optim`);
 * ``ddp×2 sparse``: the same under ``strategy: ddp, devices: 2`` (two spawned ranks, gloo; each
-  takes half of every global batch of 2048).
+  takes half of every global batch).
 
 ``--accelerator gpu`` runs the same rows on CUDA (DDP: spawned ranks, gloo, ``--ddp-devices``
 GPUs) and adds the child's peak CUDA allocation; ``--modes`` picks rows.

@@ -1,7 +1,7 @@
 """Matrix factorisation trained with the Rel-MF loss (methods.md §2), with Lightning.
 
 Model: ``R̂_ui = σ(z_ui)``, ``z_ui = <U_u, V_i> + b_u + b_i + b``. Training minimises the configured
-:class:`models.losses.relmf.RelMFLoss` over *all* (user, item) pairs D = users × items, with
+Rel-MF loss (:func:`models.relmf.loss.relmf_loss`) over *all* (user, item) pairs D = users × items, with
 ``Y_ui = 1`` for the training positives and ``Y_ui = 0`` for every other pair. A batch is a block of
 users against the whole catalogue (dense rows built from the positives' CSR), so every epoch sees
 D exactly once without sampling unlabeled pairs — cheap while n_users × n_items fits in memory a

@@ -50,8 +50,8 @@ from features.contract import (
     RowRules,
     ValidationReport,
     check_columns,
-    to_arrow,
     validate,
+    write_events,
 )
 from features.engine import DataEngineConfig, user_bucket
 from features.levels import impression_units
@@ -297,7 +297,7 @@ def _validate_bucket(
     bucket = int(frame[BUCKET][0])
     valid, quarantine, report = validate(frame.drop(ROW, BUCKET), names, rules, now)
     part = part_name(bucket)
-    pq.write_table(to_arrow(valid), Path(out) / "events.parquet" / part)
+    write_events(valid, Path(out) / "events.parquet" / part)
     quarantine.write_parquet(Path(out) / "quarantine.parquet" / part)
     valid.select(pl.col(Col.ITEM).unique()).write_parquet(Path(out) / "_scratch/items" / part)
     events = valid.group_by(pl.col(Col.EVENT).cast(pl.String)).len()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from features.contract import Col
 
 SPLITS = ("train", "valid", "test")
+SPLIT_TYPE = pl.Enum(SPLITS)  # the ``split`` column: group-bys and filters compare codes, not text
 
 
 class SplitConfig(BaseModel):
@@ -60,10 +61,10 @@ def assign_split(units: pl.LazyFrame, cuts: tuple[datetime, datetime]) -> pl.Laz
     t_valid, t_test = cuts
     return units.with_columns(
         pl.when(pl.col(Col.TS) < t_valid)
-        .then(pl.lit("train"))
+        .then(pl.lit("train", SPLIT_TYPE))
         .when(pl.col(Col.TS) < t_test)
-        .then(pl.lit("valid"))
-        .otherwise(pl.lit("test"))
+        .then(pl.lit("valid", SPLIT_TYPE))
+        .otherwise(pl.lit("test", SPLIT_TYPE))
         .alias("split")
     )
 
@@ -81,9 +82,9 @@ def assign_stratified(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
     n_valid = (n * cfg.valid_fraction).round()
     return units.sort(Col.USER, Col.ITEM, Col.SESSION).with_columns(
         pl.when(rank < n_test)
-        .then(pl.lit("test"))
+        .then(pl.lit("test", SPLIT_TYPE))
         .when(rank < n_test + n_valid)
-        .then(pl.lit("valid"))
-        .otherwise(pl.lit("train"))
+        .then(pl.lit("valid", SPLIT_TYPE))
+        .otherwise(pl.lit("train", SPLIT_TYPE))
         .alias("split")
     )

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING
 
 import mlflow
 import polars as pl
-import pyarrow.parquet as pq
 
 from features import ray_engine
 from features.contract import (
     ContractError,
     IngestSummary,
     check_bad_fraction,
-    to_arrow,
     validate,
+    write_events,
 )
 from features.feedback_log import ReadStats
 from features.sources import SourceConfig, load_events, load_side_features
@@ -60,7 +59,7 @@ def ingest_embedded(
     """Validate the source's events in this process; write events.parquet and quarantine.parquet."""
     raw, world, feedback = read_events(params.source)
     valid, quarantine, report = validate(raw, params.contract.names(), params.contract.rules())
-    pq.write_table(to_arrow(valid), out / "events.parquet")
+    write_events(valid, out / "events.parquet")
     quarantine.write_parquet(out / "quarantine.parquet")
     return IngestSummary.of(valid, report), world, feedback
 

@@ -2,6 +2,7 @@
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from features.contract import (
@@ -9,8 +10,8 @@ from features.contract import (
     ContractError,
     EventNames,
     check_bad_fraction,
-    to_arrow,
     validate,
+    write_events,
 )
 
 NAMES = EventNames()
@@ -30,13 +31,16 @@ def frame(**overrides) -> pl.DataFrame:
     return pl.DataFrame(base, schema_overrides={"position": pl.Int64, "propensity": pl.Float64})
 
 
-def test_clean_rows_pass_and_match_the_arrow_schema():
+def test_clean_rows_pass_and_are_written_in_the_arrow_schema(tmp_path):
     valid, quarantine, report = validate(frame(), NAMES)
     assert (report.n_rows, report.n_valid, report.n_bad) == (3, 3, 0)
     assert quarantine.height == 0
-    table = to_arrow(valid)
+    write_events(valid, tmp_path / "events.parquet")
+    table = pq.read_table(tmp_path / "events.parquet")
     assert table.schema.equals(EVENT_SCHEMA)
     assert table.column("ts").type == pa.timestamp("us", tz="UTC")
+    assert table.column("event").to_pylist() == valid["event"].cast(pl.String).to_list()
+    assert pl.read_parquet(tmp_path / "events.parquet").equals(valid)
     assert valid["propensity"].to_list() == [0.25, None, None]
 
 

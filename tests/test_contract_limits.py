@@ -8,6 +8,7 @@ type (serving.service.Id) refuses exactly the ids the contract quarantines.
 from datetime import UTC, datetime
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -17,8 +18,8 @@ from features.contract import (
     ContractConfig,
     EventNames,
     RowRules,
-    to_arrow,
     validate,
+    write_events,
 )
 from serving.service import Id
 
@@ -60,12 +61,13 @@ def reasons(df: pl.DataFrame, rules: RowRules | None = None) -> list[str]:
     ],
     ids=["2**31", "2**40", "1e12", "1.5", "nan", "inf", "text", "negative"],
 )
-def test_a_position_outside_int32_or_not_an_integer_is_bad_position(positions):
+def test_a_position_outside_int32_or_not_an_integer_is_bad_position(positions, tmp_path):
     valid, quarantine, report = validate(frame(position=positions), NAMES, now=NOW)
     assert quarantine["reason"].to_list() == ["bad_position"]
     assert report.n_valid == 2
     # the rest is written as the contract's Arrow schema without a cast error
-    assert to_arrow(valid).schema.equals(EVENT_SCHEMA)
+    write_events(valid, tmp_path / "events.parquet")
+    assert pq.read_schema(tmp_path / "events.parquet").equals(EVENT_SCHEMA)
 
 
 def test_the_largest_int32_position_is_valid():

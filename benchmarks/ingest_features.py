@@ -11,8 +11,10 @@ timed phase then runs ``--repeats`` times, every run in a fresh child process so
 resident memory is its own:
 
 * ``baseline``: read raw.parquet and write it back with pyarrow (pure I/O, the yardstick);
-* ``ingest``: read raw.parquet, validate it against the contract, write events.parquet via
-  ``to_arrow`` and quarantine.parquet, as ``pipelines/ingest.py`` does;
+* ``polars_io``: the same with Polars, whose writer ingest uses (for reference: how much of the
+  stages' time is Polars' own I/O);
+* ``ingest``: read raw.parquet, validate it against the contract, write events.parquet
+  (``write_events``) and quarantine.parquet, as ``pipelines/ingest.py`` does;
 * ``features``: scan events.parquet, ``build_training_sets``, write users, items and every split,
   as ``pipelines/features.py`` does;
 * ``ingest+features``: the two stages together (sum of their median times, max of their peaks,
@@ -44,12 +46,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contract import EventNames, to_arrow, validate
+from features.contract import EventNames, validate, write_events
 from features.sources.synthetic import SyntheticConfig, simulate
 from features.training_sets import FeaturesConfig, build_training_sets
 
 EVENTS_PER_IMPRESSION = 1.06  # impressions plus the clicks, carts, purchases and loves they lead to
-PHASES = ("baseline", "ingest", "features")
+PHASES = ("baseline", "polars_io", "ingest", "features")
 
 
 @dataclass
@@ -75,10 +77,16 @@ def run_baseline(workdir: Path) -> int:
     return table.num_rows
 
 
+def run_polars_io(workdir: Path) -> int:
+    frame = pl.read_parquet(workdir / "raw.parquet")
+    frame.write_parquet(workdir / "polars_io" / "raw_copy.parquet")
+    return frame.height
+
+
 def run_ingest(workdir: Path) -> int:
     raw = pl.read_parquet(workdir / "raw.parquet")
     valid, quarantine, report = validate(raw, EventNames())
-    pq.write_table(to_arrow(valid), workdir / "ingest" / "events.parquet")
+    write_events(valid, workdir / "ingest" / "events.parquet")
     quarantine.write_parquet(workdir / "ingest" / "quarantine.parquet")
     return report.n_rows
 
@@ -94,7 +102,12 @@ def run_features(workdir: Path) -> int:
     return pq.ParquetFile(events).metadata.num_rows
 
 
-RUNNERS = {"baseline": run_baseline, "ingest": run_ingest, "features": run_features}
+RUNNERS = {
+    "baseline": run_baseline,
+    "polars_io": run_polars_io,
+    "ingest": run_ingest,
+    "features": run_features,
+}
 
 
 def child(phase: str, workdir: Path) -> None:
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         for phase in PHASES:
             print(f"phase {phase}: {args.repeats} run(s) ...", flush=True)
             results.append(measure(phase, workdir, args.repeats))
-        ingest, features = results[1], results[2]
+        ingest, features = results[2], results[3]
         total = Result(
             "ingest+features",
             ingest.events,

@@ -36,11 +36,11 @@ from pipelines.tracking import (
     log_dataset,
     metric_name,
     pipeline_run_id,
+    plove_run_metrics,
     split_metrics,
     start_run,
     tracking_uri,
 )
-from pipelines.train_plove import run_metrics as plove_metrics
 from serving.bundle import bundle_dir
 
 MODELS = Path("data/models")
@@ -67,7 +67,7 @@ def candidate_metrics(family: str) -> dict[str, float]:
             "test", {k.removeprefix("test/"): v for k, v in info.items() if k.startswith("test/")}
         )
     elif family == "plove" and PLOVE.exists():
-        out |= plove_metrics(_json(PLOVE))
+        out |= plove_run_metrics(_json(PLOVE))
     return out
 
 

@@ -103,6 +103,21 @@ def split_metrics(split: str, metrics: dict, prefix: str = "") -> dict[str, floa
     return out
 
 
+def plove_run_metrics(metrics: dict) -> dict[str, float]:
+    """P[Love]'s overall valid/test metrics (``data/metrics/plove.json``) in the
+    ``<split>/<metric>`` scheme: calibrated probabilities as ``<split>/<metric>`` (``test/ece``,
+    ``test/log_loss``, ``test/auc`` …), uncalibrated ones as ``<split>/raw_<metric>``."""
+    out: dict[str, float] = {}
+    for split in ("valid", "test"):
+        out |= split_metrics(split, metrics[split]["calibrated"]["all"])
+        out |= split_metrics(split, metrics[split]["raw"]["all"], prefix="raw_")
+        low = metrics[split]["calibrated"].get("low_propensity")
+        if low is not None:
+            keys = ("ece", "ece_to_overall", "ratio", "mean_predicted", "observed_rate")
+            out |= split_metrics(split, {k: low[k] for k in keys}, prefix="low_propensity_")
+    return out
+
+
 def pipeline_run_id(params_file: Path | None = None) -> tuple[str, dict[str, str]]:
     """The id shared by the runs of one ``dvc repro``: sha256 of the inputs it ran on.
 

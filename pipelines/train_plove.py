@@ -6,7 +6,8 @@ data/models/plove/: scorer.npz and calibrator.json (:class:`models.plove.PLoveSc
 data/metrics/plove.json (AUC, log loss, NE, ECE on valid and test, raw and calibrated, overall and
 per user-activity bucket) plus data/metrics/plove_reliability.csv (the test reliability curve, a
 DVC plot) and plove_reliability_by_bucket.csv. MLflow run (stage=train_plove, model=plove): params,
-the events as data input, Lightning's per-epoch metrics, :func:`run_metrics`, the files under
+the events as data input, Lightning's per-epoch metrics,
+:func:`pipelines.tracking.plove_run_metrics`, the files under
 ``plove/``, both reliability CSVs as ``plots/<file name>`` and the pyfunc model ``plove``.
 
     python -m pipelines.train_plove [--out DIR --metrics FILE ...]   # defaults: the DVC paths
@@ -39,7 +40,7 @@ from models.pyfunc import PLovePairs, log_pair_model
 from pipelines.outputs import atomic_dir, write_csv, write_json
 from pipelines.params import Params, load_params
 from pipelines.stage_logger import stage_logger
-from pipelines.tracking import log_dataset, log_plot, split_metrics, start_run
+from pipelines.tracking import log_dataset, log_plot, plove_run_metrics, start_run
 
 EVENTS = Path("data/ingest/events.parquet")
 FEATURES = Path("data/features")
@@ -168,21 +169,6 @@ def calibrate_and_score(
     return metrics, curve, by_bucket
 
 
-def run_metrics(metrics: dict) -> dict[str, float]:
-    """Overall valid/test metrics in the ``<split>/<metric>`` scheme: calibrated probabilities as
-    ``<split>/<metric>`` (``test/ece``, ``test/log_loss``, ``test/auc`` …), uncalibrated ones as
-    ``<split>/raw_<metric>``."""
-    out: dict[str, float] = {}
-    for split in ("valid", "test"):
-        out |= split_metrics(split, metrics[split]["calibrated"]["all"])
-        out |= split_metrics(split, metrics[split]["raw"]["all"], prefix="raw_")
-        low = metrics[split]["calibrated"].get("low_propensity")
-        if low is not None:
-            keys = ("ece", "ece_to_overall", "ratio", "mean_predicted", "observed_rate")
-            out |= split_metrics(split, {k: low[k] for k in keys}, prefix="low_propensity_")
-    return out
-
-
 def skip_reason(params: Params, events: pl.LazyFrame) -> str | None:
     """Why P[Love] cannot be trained on this log, or None when it can.
 
@@ -305,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
             "calibration": metrics["calibration"],
             "test": metrics["test"]["calibrated"]["all"],
         }
-        mlflow.log_metrics(run_metrics(metrics))
+        mlflow.log_metrics(plove_run_metrics(metrics))
         with atomic_dir(args.out) as tmp:
             scorer.save(tmp)
             model = log_pair_model(

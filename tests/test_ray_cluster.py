@@ -46,8 +46,15 @@ def head_node(tmp_path):
     log = open(tmp_path / "head.log", "w")  # noqa: SIM115  (closed below)
     # No token authentication on this throw-away loopback cluster (the driver's default mode).
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # SIGINT back to its default in the child: a pytest-xdist worker ignores SIGINT, and an
+    # ignored signal stays ignored across exec, so the head would never see the stop below
     head = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     address = f"127.0.0.1:{port}"
     try:

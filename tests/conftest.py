@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -65,12 +66,11 @@ def write_params(directory: Path, overrides: dict) -> None:
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-@pytest.fixture(scope="session")
-def pipeline_dir(tmp_path_factory) -> Path:
-    """A directory where ingest → features → train_gnolr → evaluate → index have run on a tiny world."""
+def build_pipeline(directory: Path) -> None:
+    """Run ingest → features → train_gnolr → train_relmf → evaluate → train_plove → index in
+    ``directory`` (in this process, no DVC) on :data:`TINY_PARAMS`."""
     from pipelines import evaluate, features, index, ingest, train_gnolr, train_plove, train_relmf
 
-    directory = tmp_path_factory.mktemp("pipeline")
     write_params(directory, TINY_PARAMS)
     old_cwd, old_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
     os.chdir(directory)
@@ -86,6 +86,29 @@ def pipeline_dir(tmp_path_factory) -> Path:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    """A directory where the tiny pipeline (:func:`build_pipeline`) has run; tests only read it.
+
+    Under pytest-xdist the workers of one run share it: the first to ask builds it under an
+    exclusive lock on a file in their common temporary directory, the others wait and reuse it
+    (one build of ~20 s instead of one per worker).
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process
+        directory = tmp_path_factory.mktemp("pipeline")
+        build_pipeline(directory)
+        return directory
+    shared = tmp_path_factory.getbasetemp().parent
+    directory, done = shared / "pipeline", shared / "pipeline.done"
+    with open(shared / "pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)  # a failed build's leftovers
+            directory.mkdir()
+            build_pipeline(directory)
+            done.touch()
     return directory
 
 

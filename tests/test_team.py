@@ -241,6 +241,20 @@ def worker_versions(url: str, want: int = 2, timeout: float = 60) -> dict[int, d
     return seen
 
 
+def all_workers_refused(url: str, source: str, timeout: float) -> bool:
+    """Whether, within ``timeout`` seconds, every worker's /bundle reports an error naming
+    ``source`` (the version it tried and refused to load)."""
+    start = time.monotonic()
+    refused: dict[int, bool] = {}
+    while time.monotonic() - start < timeout:
+        status = httpx.post(f"{url}/bundle", json={}, timeout=30).json()
+        refused[status["worker_pid"]] = source in (status.get("error") or "")
+        if len(refused) == 2 and all(refused.values()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def all_workers_serve(url: str, version: str, timeout: float) -> float | None:
     """Seconds until every worker's /bundle reports ``version`` (asked afresh), None on timeout."""
     start = time.monotonic()
@@ -296,7 +310,7 @@ def test_two_workers_follow_the_alias_and_keep_the_old_bundle_when_the_new_one_i
 
         v3 = register_bundle(bundle_dir(repo / "data/serving"), "team-v3-broken", broken=True)
         client.set_registered_model_alias("ladder-gnolr", "champion", v3)
-        time.sleep(2 * POLL_SECONDS + 1)
+        assert all_workers_refused(server.url, f"ladder-gnolr/{v3}", timeout=2 * POLL_SECONDS + 1)
         after = worker_versions(server.url)
         assert {s["model_version"] for s in after.values()} == {"team-v2"}
         for status in after.values():

@@ -71,7 +71,7 @@ lint: install
 docs-check: install  ## run every command of README.md in order on a fresh clone (≈ make run + make test)
 	$(PY) tests/docs_check.py
 
-mutate: install  ## mutation testing of the core modules (mutmut, ~1 h on 2 cores) → reports/mutation.md
+mutate: install  ## mutation testing of the core modules (mutmut, ~4 min on 2 cores from an empty cache) → reports/mutation.md
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[mutation]'
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
 	$(PY) tests/mutation_report.py --note "Filled by \`make mutate\` (mutmut run --max-children 2; a mutant already decided in mutants/ keeps its result unless its function changed: delete mutants/ for a clean run)." > reports/mutation.md.tmp && mv reports/mutation.md.tmp reports/mutation.md

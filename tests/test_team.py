@@ -310,7 +310,10 @@ def test_two_workers_follow_the_alias_and_keep_the_old_bundle_when_the_new_one_i
 
         v3 = register_bundle(bundle_dir(repo / "data/serving"), "team-v3-broken", broken=True)
         client.set_registered_model_alias("ladder-gnolr", "champion", v3)
-        assert all_workers_refused(server.url, f"ladder-gnolr/{v3}", timeout=2 * POLL_SECONDS + 1)
+        refused = all_workers_refused(
+            server.url, f"ladder-gnolr/{v3}", timeout=2 * POLL_SECONDS + 1
+        )
+        assert refused, f"not every worker refused {v3}: {worker_versions(server.url)}"
         after = worker_versions(server.url)
         assert {s["model_version"] for s in after.values()} == {"team-v2"}
         for status in after.values():

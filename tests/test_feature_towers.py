@@ -5,8 +5,10 @@ import polars as pl
 import torch
 
 from features import side_features
+from models.data import Interactions
 from models.gnolr.config import GNOLRConfig
 from models.gnolr.network import GNOLR
+from models.gnolr.recommender import GNOLRRecommender
 
 
 def test_encode_strings_numbers_and_lists_with_missing_entities():
@@ -70,3 +72,21 @@ def test_features_are_ignored_when_switched_off():
         item_features={"category": np.ones((4, 1), np.int64)},
     )
     assert model.item_tower.feature_names == []
+
+
+def test_a_user_without_training_rows_is_ranked_from_its_features_alone():
+    """A cold user's id embedding stays zero through training, so its vectors are those of the
+    features-only path a cold user is served by, not a random id vector."""
+    users = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    items = np.array([0, 1, 1, 2, 2, 3, 0, 3])
+    train = Interactions(users, items, np.ones(8, np.int64), n_users=5, n_items=4)
+    codes = {"age": np.array([[1], [2], [1], [2], [1]])}  # user 4: cold, age group 1
+    cfg = GNOLRConfig(tower="mlp", embedding_dim=8, hidden=[8], dim=4, negatives=2, max_epochs=2)
+    model = GNOLRRecommender(cfg, ["rated"], user_features=codes).fit(train)
+    weight = model.model.user_tower.embedding.weight.detach()
+    assert torch.count_nonzero(weight[4]) == 0
+    assert torch.count_nonzero(weight[:4].abs().sum(1)) == 4
+    with torch.no_grad():
+        by_id = model.model.user_tower(torch.tensor([4]))
+        by_features = model.model.user_tower(None, {"age": torch.tensor([[1]])})
+    assert torch.allclose(by_id, by_features)

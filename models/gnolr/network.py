@@ -28,11 +28,20 @@ from models.gnolr.config import GNOLRConfig
 from models.optim import id_embedding
 
 
+def _zero_rows(embedding: nn.Embedding, rows: np.ndarray | None) -> None:
+    """Zero the rows of ``embedding`` where the mask ``rows`` is true (cold ids)."""
+    if rows is not None and np.any(rows):
+        with torch.no_grad():
+            embedding.weight[torch.as_tensor(np.flatnonzero(rows))] = 0.0
+
+
 class Tower(nn.Module):
     """One side of the two-tower model: id and side-feature embeddings, then per-level MLP heads.
 
     The input of the heads is ``x = emb(id) + Σ_f mean_{slots}(emb_f(code))``; ``features`` maps a
     feature name to its (n_ids, width) codes (0 = missing), kept as buffers so a batch needs ids only.
+    ``cold`` ids (without any training row) get a zero id embedding that no step updates, so their
+    input is their features alone — what a cold entity gets when served without an id.
     """
 
     def __init__(
@@ -41,10 +50,12 @@ class Tower(nn.Module):
         n_heads: int,
         cfg: GNOLRConfig,
         features: dict[str, np.ndarray] | None = None,
+        cold: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.embedding = id_embedding(n_ids, cfg.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
+        _zero_rows(self.embedding, cold)
         self.id_dropout = cfg.id_dropout
         self.feature_names = sorted(features or {})
         self.feature_embeddings = nn.ModuleDict()
@@ -122,9 +133,7 @@ class IdTower(nn.Module):
         self.n_heads, self.dim = n_heads, dim
         self.embedding = id_embedding(n_ids, n_heads * dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
-        if cold is not None and np.any(cold):
-            with torch.no_grad():
-                self.embedding.weight[torch.as_tensor(np.flatnonzero(cold))] = 0.0
+        _zero_rows(self.embedding, cold)
 
     @property
     def n_ids(self) -> int:
@@ -186,8 +195,8 @@ class GNOLR(nn.Module):
     Thresholds are fixed at a_c = −logit(p_c) or, with ``learned_thresholds``, parametrised as
     ``a = a_1 + [0, cumsum(exp(δ))]`` so they stay ordered while they learn. ``gamma``: γ per level
     (T,) for ``scale: shared``; the initial γ per head (H,) for ``scale: per_head`` (deeper heads
-    must lie inside their bounds). ``cold_users``: users without training rows (zero vectors with
-    ``tower: id``).
+    must lie inside their bounds). ``cold_users``: users without training rows (a zero id
+    embedding in either tower: with ``tower: id`` a zero vector, with ``mlp`` their features alone).
     """
 
     def __init__(
@@ -212,7 +221,7 @@ class GNOLR(nn.Module):
             self.item_tower: nn.Module = IdTower(n_items, n_heads, cfg.dim)
         else:
             uf = user_features if cfg.use_features else None
-            self.user_tower = Tower(n_users, n_heads, cfg, uf)
+            self.user_tower = Tower(n_users, n_heads, cfg, uf, cold_users)
             self.item_tower = Tower(
                 n_items, n_heads, cfg, item_features if cfg.use_features else None
             )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from models.als import ALS, ALSConfig
@@ -240,7 +241,9 @@ def graded_candidates(base: GNOLRConfig) -> dict[str, Candidate]:
 def graded_gnolr_space(t) -> Settings:
     """The graded GNOLR search (the pipeline's data): the form of the scale (the paper's shared γ
     under the cap, or per head with a free, learned γ_1 from ``gamma``), the item bias, the size of
-    the sub-embeddings and the optimiser; the loss and the data stay as configured."""
+    the sub-embeddings, the optimiser, the batch and the id dropout (which teaches the heads to
+    rank from side features alone, as they must for users without training rows); the loss and
+    the data stay as configured."""
     scale = t.suggest_categorical("scale", ["shared", "per_head"])
     out: Settings = {"scale": scale, "gamma": "auto"}
     if scale == "per_head":
@@ -251,7 +254,29 @@ def graded_gnolr_space(t) -> Settings:
     out["dim"] = t.suggest_categorical("dim", [16, 32, 64])
     out["lr"] = t.suggest_float("lr", 5e-4, 1e-2, log=True)
     out["weight_decay"] = t.suggest_float("weight_decay", 1e-7, 1e-3, log=True)
+    out["batch_size"] = t.suggest_categorical("batch_size", [1024, 2048, 4096])
+    out["id_dropout"] = t.suggest_float("id_dropout", 0.0, 0.5)
     return out
+
+
+def graded_defaults(cfg: GNOLRConfig) -> Settings:
+    """The point of :func:`graded_gnolr_space` that ``cfg`` (params' ``gnolr``) is: the study's
+    trial 0, so a search starts from the pipeline's configuration (γ_1 'auto' starts at 4; a
+    weight decay of 0 enters as the range's floor, 1e-7)."""
+    out: Settings = {"scale": cfg.scale}
+    if cfg.scale == "per_head":
+        out["gamma"] = 4.0 if cfg.gamma == "auto" else float(np.atleast_1d(cfg.gamma)[0])
+        out["item_bias"] = cfg.item_bias
+    else:
+        out["item_bias_shared"] = cfg.item_bias
+    return {
+        **out,
+        "dim": cfg.dim,
+        "lr": cfg.lr,
+        "weight_decay": max(cfg.weight_decay, 1e-7),
+        "batch_size": cfg.batch_size,
+        "id_dropout": cfg.id_dropout,
+    }
 
 
 # --------------------------------------------------------------------------- tuned settings

@@ -36,6 +36,7 @@ from experiments.candidates import (
     TOPN,
     Candidate,
     graded_config,
+    graded_defaults,
     graded_gnolr_space,
     load_tuned,
     tuned_path,
@@ -175,7 +176,7 @@ def main() -> None:
                 item_features=stage.item_features,
             )
 
-        candidates = {"gnolr": Candidate(build, graded_gnolr_space, True, {})}
+        candidates = {"gnolr": Candidate(build, graded_gnolr_space, True, graded_defaults(p.gnolr))}
     names = args.models or list(candidates)
     stage = protocol.tuning()
     entries = {}

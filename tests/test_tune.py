@@ -4,11 +4,19 @@ blends and seed ensembles worked by hand."""
 
 import mlflow
 import numpy as np
+import optuna
 import pytest
 import yaml
 
 from evaluation.validation import RankingNDCG
-from experiments.candidates import TOPN, Candidate, load_tuned
+from experiments.candidates import (
+    TOPN,
+    Candidate,
+    graded_config,
+    graded_defaults,
+    graded_gnolr_space,
+    load_tuned,
+)
 from experiments.compare import ms_settings
 from experiments.protocols import Stage
 from experiments.tune import run_study, write_tuned
@@ -263,3 +271,19 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     assert len(rows["bpr"].split("|")[8].split("/")) == 2  # test NDCG@10 of each refit seed
     assert "--seeds 0 1" in table
     assert not list((tmp_path / "out").glob(".*"))  # atomic: no temporary files left
+
+
+@pytest.mark.parametrize("scale", ["per_head", "shared"])
+def test_the_graded_studys_first_trial_is_the_pipelines_configuration(scale):
+    """Trial 0 of the graded GNOLR study (``graded_defaults``) is a point of its search space that
+    rebuilds params' ``gnolr`` exactly, so a search can only end at or above the pipeline's own
+    validation score."""
+    base = load_params().gnolr.model_copy(update={"scale": scale, "weight_decay": 1e-5})
+    if scale == "shared":
+        base = base.model_copy(update={"gamma": "auto", "item_bias": "shared"})
+    settings = graded_gnolr_space(optuna.trial.FixedTrial(graded_defaults(base)))
+    rebuilt = graded_config(base, "gnolr", settings)
+    expected = base.model_dump()
+    if scale == "per_head" and base.gamma == "auto":
+        expected["gamma"] = 4.0  # what "auto" starts γ_1 at
+    assert rebuilt.model_dump() == expected

@@ -132,13 +132,25 @@ def write_tuned(path: Path, protocol: str, entries: dict[str, dict]) -> None:
         tmp.write_text(header + body)
 
 
+def _null(representer, _data):
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
 def apply_to_params(settings: dict, path: Path = Path("params.yaml")) -> None:
-    """Write ``settings`` into the ``gnolr`` section of params.yaml, keeping its comments."""
+    """Write ``settings`` into the ``gnolr`` section of params.yaml, keeping its comments, its
+    ``null`` values and every other line as they were; a key the section lacks goes in before
+    its last key (which holds the blank line that ends the section)."""
     rt = YAML()
     rt.preserve_quotes = True
+    rt.width = 4096
+    rt.representer.add_representer(type(None), _null)
     data = rt.load(path.read_text())
+    section = data["gnolr"]
     for key, value in settings.items():
-        data["gnolr"][key] = value
+        if key in section:
+            section[key] = value
+        else:
+            section.insert(len(section) - 1, key, value)
     out = io.StringIO()
     rt.dump(data, out)
     with atomic_file(path) as tmp:

@@ -1,6 +1,7 @@
 """Published protocols reproduced exactly, intervals that call ties, and tuned settings written back."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +105,22 @@ def test_tuned_settings_merge_and_apply_to_params_keeping_comments(tmp_path):
     write_tuned(tuned, "simulator", {"gnolr": {"settings": {"scale": "per_head", "gamma": 3.0}}})
     assert set(yaml.safe_load(tuned.read_text())["models"]) == {"als", "gnolr"}
     params = tmp_path / "params.yaml"
-    params.write_text(
-        Path("params.yaml").read_text().replace("  gamma: auto ", "  gamma: auto  # keep me ")
-    )
-    apply_to_params({"scale": "per_head", "gamma": 3.0}, params)
+    text = re.sub(r"(?m)^  id_dropout: .*\n", "", Path("params.yaml").read_text())  # a new key
+    before = re.sub(r"(?m)^(  gamma: \S+)", r"\1  # keep me", text, count=1)
+    params.write_text(before)
+    apply_to_params({"scale": "per_head", "gamma": 3.0, "id_dropout": 0.25}, params)
     text = params.read_text()
     assert "# keep me" in text and "scale: per_head" in text
-    assert yaml.safe_load(text)["gnolr"]["gamma"] == 3.0
+    loaded = yaml.safe_load(text)
+    assert loaded["gnolr"]["gamma"] == 3.0 and loaded["gnolr"]["id_dropout"] == 0.25
+    # every other line is kept as it was (``null`` stays ``null``); the new key sits in the section
+    old_lines, new_lines = before.splitlines(), text.splitlines()
+    assert {line.split(":")[0] for line in set(old_lines) ^ set(new_lines)} == {
+        "  gamma",
+        "  id_dropout",
+    }
+    assert new_lines.index("  id_dropout: 0.25") < new_lines.index("evaluate:") - 1
+    assert new_lines[new_lines.index("evaluate:") - 1] == ""
 
 
 def test_every_graded_variant_is_a_valid_change_of_the_pipeline_gnolr():

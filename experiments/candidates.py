@@ -262,7 +262,8 @@ def graded_gnolr_space(t) -> Settings:
 def graded_defaults(cfg: GNOLRConfig) -> Settings:
     """The point of :func:`graded_gnolr_space` that ``cfg`` (params' ``gnolr``) is: the study's
     trial 0, so a search starts from the pipeline's configuration (γ_1 'auto' starts at 4; a
-    weight decay of 0 enters as the range's floor, 1e-7)."""
+    weight decay of 0 enters as the range's floor, 1e-7; the space searches a shared scale with
+    γ 'auto' only)."""
     out: Settings = {"scale": cfg.scale}
     if cfg.scale == "per_head":
         out["gamma"] = 4.0 if cfg.gamma == "auto" else float(np.atleast_1d(cfg.gamma)[0])

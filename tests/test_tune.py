@@ -273,17 +273,19 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     assert not list((tmp_path / "out").glob(".*"))  # atomic: no temporary files left
 
 
-@pytest.mark.parametrize("scale", ["per_head", "shared"])
-def test_the_graded_studys_first_trial_is_the_pipelines_configuration(scale):
+@pytest.mark.parametrize(
+    ("scale", "gamma", "item_bias"),
+    [("per_head", "auto", "per_level"), ("per_head", 2.5, "shared"), ("shared", "auto", "none")],
+)
+def test_the_graded_studys_first_trial_is_the_pipelines_configuration(scale, gamma, item_bias):
     """Trial 0 of the graded GNOLR study (``graded_defaults``) is a point of its search space that
     rebuilds params' ``gnolr`` exactly, so a search can only end at or above the pipeline's own
     validation score."""
-    base = load_params().gnolr.model_copy(update={"scale": scale, "weight_decay": 1e-5})
-    if scale == "shared":
-        base = base.model_copy(update={"gamma": "auto", "item_bias": "shared"})
+    update = {"scale": scale, "gamma": gamma, "item_bias": item_bias, "weight_decay": 1e-5}
+    base = load_params().gnolr.model_copy(update=update)
     settings = graded_gnolr_space(optuna.trial.FixedTrial(graded_defaults(base)))
     rebuilt = graded_config(base, "gnolr", settings)
     expected = base.model_dump()
-    if scale == "per_head" and base.gamma == "auto":
+    if scale == "per_head" and gamma == "auto":
         expected["gamma"] = 4.0  # what "auto" starts γ_1 at
     assert rebuilt.model_dump() == expected

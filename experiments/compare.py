@@ -414,9 +414,11 @@ def main() -> None:
             command += " --models " + " ".join(args.models)
         if args.protocol == "simulator":
             command += " --seeds " + " ".join(map(str, args.seeds))
-            command += "".join(f" {kv}" for kv in ([" --shop"] if args.shop else []) + args.shop)
+            command += "".join(f" {kv}" for kv in (["--shop"] if args.shop else []) + args.shop)
         elif len(args.seeds) > 1:
             command += " --seeds " + " ".join(map(str, args.seeds))
+        if args.tag:
+            command += f" --tag {args.tag}"
         if args.blend:
             command += " --blend " + " ".join(args.blend)
             if args.blend_step != 0.1:

@@ -252,9 +252,9 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     argv = ["compare", "--models", "popularity", "ease", "als", "bpr", "--blend", "ease", "bpr"]
     argv += ["--seeds", "0", "1"]  # bpr (and als) as seed ensembles, in the blend too
     argv += ["--bootstrap", "50", "--out", str(tmp_path / "out"), "--tuned", str(tmp_path / "x")]
-    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setattr("sys.argv", [*argv, "--tag", "small"])
     compare.main()
-    table = (tmp_path / "out" / "compare_ms-recommenders.md").read_text()
+    table = (tmp_path / "out" / "compare_ms-recommenders_small.md").read_text()
     rows = {
         line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
     }
@@ -269,7 +269,7 @@ def test_compare_writes_the_table_with_intervals_paired_differences_and_a_blend(
     # the seed ensemble: its validation score (inner fits of both seeds), test by the ensemble
     assert rows["bpr_x2"].split("|")[2].strip() != "–"
     assert len(rows["bpr"].split("|")[8].split("/")) == 2  # test NDCG@10 of each refit seed
-    assert "--seeds 0 1" in table
+    assert "--seeds 0 1" in table and "--tag small" in table  # the header regenerates this file
     assert not list((tmp_path / "out").glob(".*"))  # atomic: no temporary files left
 
 
